@@ -1,0 +1,1 @@
+//! Till event log (work in progress).

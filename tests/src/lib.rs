@@ -1,0 +1,1 @@
+//! Shared helpers for Till's cross-crate tests.
