@@ -1,0 +1,967 @@
+//! The log itself: a redb file with the events, the materialized state, the
+//! per-key history and the outbox watermark, written together in one
+//! transaction per group commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{
+    AppendError, ApplyError, OpenError, OutboxError, ReadError, StorageError, VerifyError,
+};
+use crate::event::{DeviceId, Event, Hash, Key, Op, Write, next_version};
+use crate::state::{Entry, State, check_follows};
+
+/// Format version of the log file, stored under `meta["format"]`.
+pub const LOG_FORMAT_VERSION: u8 = 1;
+
+type KeyTuple<'a> = (&'a str, &'a str, &'a str);
+
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const STATE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("state");
+const BASE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("base");
+const HISTORY: TableDefinition<'_, (&str, &str, &str, u64), u64> = TableDefinition::new("history");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_HEAD: &str = "head";
+const META_BASE: &str = "base";
+const META_SHIPPED: &str = "shipped";
+
+/// How hard a commit works to survive a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on disk (fsync) before `append` returns. The default.
+    #[default]
+    Durable,
+    /// Commits are visible at once but reach disk only with a later durable
+    /// commit; a crash may lose them (never half of one). For replicas that can
+    /// be pulled again, and for tests.
+    Volatile,
+}
+
+/// Who appends: stamped into every event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Writer {
+    /// This install's device id.
+    pub device: DeviceId,
+    /// The lease epoch this device holds.
+    pub epoch: u64,
+}
+
+/// How to open a log.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Commit durability (durable by default).
+    pub durability: Durability,
+    /// Who appends (device and epoch), changeable later with [`Log::set_writer`].
+    pub writer: Writer,
+    /// Clock for event times.
+    pub clock: Arc<dyn Clock>,
+    /// A read-only replica refuses local appends but accepts [`Log::apply`].
+    pub read_only: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Durable,
+            writer: Writer::default(),
+            clock: Arc::new(SystemClock),
+            read_only: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("durability", &self.durability)
+            .field("writer", &self.writer)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last event of the log: its seq, hash and time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Seq of the last event (0 for an empty log).
+    pub seq: u64,
+    /// Hash of the last event ([`Hash::GENESIS`] for an empty log).
+    pub hash: Hash,
+    /// Time of the last event (0 for an empty log).
+    pub at_ms: u64,
+}
+
+impl Head {
+    fn encode(&self) -> [u8; 48] {
+        let mut out = [0; 48];
+        out[..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..40].copy_from_slice(&self.hash.0);
+        out[40..].copy_from_slice(&self.at_ms.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() != 48 {
+            return Err(format!("head record is {} bytes, expected 48", bytes.len()));
+        }
+        Ok(Self {
+            seq: u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+            hash: Hash(bytes[8..40].try_into().unwrap()),
+            at_ms: u64::from_le_bytes(bytes[40..].try_into().unwrap()),
+        })
+    }
+}
+
+/// One event an append produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Its seq.
+    pub seq: u64,
+    /// The key's version it set.
+    pub version: u64,
+}
+
+/// What one `append` call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// One entry per write, in order: the event it became, or `None` when it
+    /// changed nothing (deleting an absent key).
+    pub results: Vec<Option<Appended>>,
+    /// The log's last seq once this batch was in; waiting for it to be durable
+    /// covers every write of the batch, no-op deletes included.
+    pub head_seq: u64,
+}
+
+/// A live value with its version and the seq that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The key's version.
+    pub version: u64,
+    /// The seq that wrote it.
+    pub seq: u64,
+}
+
+/// What a successful [`Log::verify`] checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events checked.
+    pub events: u64,
+    /// The log's first seq (1, or the seq after a snapshot base).
+    pub first_seq: u64,
+    /// The verified head.
+    pub head: Head,
+    /// Keys of the materialized state compared against the fold.
+    pub keys: u64,
+}
+
+/// The append-only, versioned, hash-chained event log.
+///
+/// Cheap to share behind an `Arc`; every method takes `&self`. Appends from
+/// many threads share commits (group commit, L5).
+pub struct Log {
+    db: Database,
+    options: LogOptions,
+    writer: Mutex<Writer>,
+    group: Group,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The group-commit queue: the first appender to find no commit running
+/// becomes the leader, takes every queued batch and commits them in one
+/// transaction; the others wait for their results.
+#[derive(Default)]
+struct Group {
+    queue: Mutex<Queue>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_id: u64,
+    waiting: Vec<(u64, Vec<Write>)>,
+    leading: bool,
+    results: HashMap<u64, Result<AppendOutcome, AppendError>>,
+}
+
+/// Resets the leader flag if the leader unwinds, so waiters are not stuck.
+struct LeaderGuard<'a> {
+    group: &'a Group,
+    ids: Vec<u64>,
+    finished: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut q = self.group.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.leading = false;
+            for id in &self.ids {
+                q.results.insert(*id, Err(AppendError::Interrupted));
+            }
+            self.group.done.notify_all();
+        }
+    }
+}
+
+fn corrupt_open(e: impl std::fmt::Display) -> OpenError {
+    OpenError::Corrupt(e.to_string())
+}
+
+impl Log {
+    /// Opens the log at `path`, creating it if it does not exist, with default
+    /// options (durable commits, system clock).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, LogOptions::default())
+    }
+
+    /// Opens the log at `path` with `options`, creating it if needed. Refuses a
+    /// file of an unknown format version.
+    pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<Self, OpenError> {
+        let db = Database::create(path).map_err(StorageError::from)?;
+        let txn = db.begin_write().map_err(StorageError::from)?;
+        {
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let format = meta
+                .get(META_FORMAT)
+                .map_err(StorageError::from)?
+                .map(|v| v.value().to_vec());
+            match format.as_deref() {
+                None => {
+                    meta.insert(META_FORMAT, [LOG_FORMAT_VERSION].as_slice())
+                        .map_err(StorageError::from)?;
+                    meta.insert(META_HEAD, Head::default().encode().as_slice())
+                        .map_err(StorageError::from)?;
+                    meta.insert(META_SHIPPED, 0u64.to_le_bytes().as_slice())
+                        .map_err(StorageError::from)?;
+                }
+                Some([LOG_FORMAT_VERSION]) => {}
+                Some([found]) => {
+                    return Err(OpenError::UnknownFormat {
+                        found: *found,
+                        supported: LOG_FORMAT_VERSION,
+                    });
+                }
+                Some(other) => {
+                    return Err(corrupt_open(format!(
+                        "format marker is {} bytes, expected 1",
+                        other.len()
+                    )));
+                }
+            }
+            txn.open_table(EVENTS).map_err(StorageError::from)?;
+            txn.open_table(STATE).map_err(StorageError::from)?;
+            txn.open_table(BASE).map_err(StorageError::from)?;
+            txn.open_table(HISTORY).map_err(StorageError::from)?;
+        }
+        txn.commit().map_err(StorageError::from)?;
+        Ok(Self {
+            db,
+            writer: Mutex::new(options.writer),
+            options,
+            group: Group::default(),
+        })
+    }
+
+    /// Sets the device and epoch stamped into events appended from now on.
+    pub fn set_writer(&self, writer: Writer) {
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = writer;
+    }
+
+    /// The device and epoch stamped into new events.
+    pub fn writer(&self) -> Writer {
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a batch of writes atomically: either every event of the batch is
+    /// committed or none is. Returns once the commit is done (durable unless the
+    /// log is [`Durability::Volatile`]). Concurrent callers share commits.
+    pub fn append(&self, writes: Vec<Write>) -> Result<AppendOutcome, AppendError> {
+        if self.options.read_only {
+            return Err(AppendError::ReadOnly);
+        }
+        for w in &writes {
+            w.key.check().map_err(AppendError::InvalidKey)?;
+        }
+        let group = &self.group;
+        let mut q = group.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let id = q.next_id;
+        q.next_id += 1;
+        q.waiting.push((id, writes));
+        loop {
+            if let Some(result) = q.results.remove(&id) {
+                return result;
+            }
+            if !q.leading {
+                q.leading = true;
+                let batches = std::mem::take(&mut q.waiting);
+                drop(q);
+                let mut guard = LeaderGuard {
+                    group,
+                    ids: batches.iter().map(|(id, _)| *id).collect(),
+                    finished: false,
+                };
+                let results = self.commit_group(&batches);
+                q = group.queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.leading = false;
+                match results {
+                    Ok(outcomes) => {
+                        for ((id, _), outcome) in batches.iter().zip(outcomes) {
+                            q.results.insert(*id, Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        for (id, _) in &batches {
+                            q.results.insert(*id, Err(e.clone()));
+                        }
+                    }
+                }
+                guard.finished = true;
+                group.done.notify_all();
+                continue;
+            }
+            q = group.done.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Sets `key` to `value`; a one-write [`Log::append`].
+    pub fn put(&self, key: Key, value: impl Into<Vec<u8>>) -> Result<Appended, AppendError> {
+        let outcome = self.append(vec![Write::put(key, value)])?;
+        Ok(outcome.results[0].expect("a put always appends"))
+    }
+
+    /// Deletes `key`; `None` when it was absent (no event is written).
+    pub fn delete(&self, key: Key) -> Result<Option<Appended>, AppendError> {
+        let outcome = self.append(vec![Write::delete(key)])?;
+        Ok(outcome.results[0])
+    }
+
+    /// Commits queued batches in one write transaction.
+    fn commit_group(
+        &self,
+        batches: &[(u64, Vec<Write>)],
+    ) -> Result<Vec<AppendOutcome>, AppendError> {
+        let writer = self.writer();
+        let mut txn = self.db.begin_write().map_err(StorageError::from)?;
+        txn.set_durability(match self.options.durability {
+            Durability::Durable => redb::Durability::Immediate,
+            Durability::Volatile => redb::Durability::None,
+        })
+        .map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        let mut outcomes = Vec::with_capacity(batches.len());
+        {
+            let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
+            let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let mut head = read_head(&meta).map_err(AppendError::Corrupt)?;
+            let at_ms = self.options.clock.now_ms().max(head.at_ms);
+            for (_, writes) in batches {
+                let mut results = Vec::with_capacity(writes.len());
+                for w in writes {
+                    let k = &w.key;
+                    let tuple = (
+                        k.namespace.as_str(),
+                        k.sub_namespace.as_str(),
+                        k.key.as_str(),
+                    );
+                    let current = match state.get(tuple).map_err(StorageError::from)? {
+                        Some(v) => Some(Entry::decode(v.value()).map_err(AppendError::Corrupt)?),
+                        None => None,
+                    };
+                    let Some(version) =
+                        next_version(current.map(|e| (e.version, e.is_live())), &w.op)
+                    else {
+                        results.push(None);
+                        continue;
+                    };
+                    let event = Event {
+                        seq: head.seq + 1,
+                        key: k.clone(),
+                        version,
+                        op: w.op.clone(),
+                        at_ms,
+                        device: writer.device,
+                        epoch: writer.epoch,
+                        prev_hash: head.hash,
+                    };
+                    let record = event.encode();
+                    let entry = Entry {
+                        version,
+                        seq: event.seq,
+                        value: match &w.op {
+                            Op::Put(v) => Some(v.clone()),
+                            Op::Delete => None,
+                        },
+                    };
+                    events
+                        .insert(event.seq, record.as_slice())
+                        .map_err(StorageError::from)?;
+                    state
+                        .insert(tuple, entry.encode().as_slice())
+                        .map_err(StorageError::from)?;
+                    history
+                        .insert((tuple.0, tuple.1, tuple.2, version), event.seq)
+                        .map_err(StorageError::from)?;
+                    head = Head {
+                        seq: event.seq,
+                        hash: Hash::of_record(&record),
+                        at_ms,
+                    };
+                    results.push(Some(Appended {
+                        seq: event.seq,
+                        version,
+                    }));
+                }
+                outcomes.push(AppendOutcome {
+                    results,
+                    head_seq: head.seq,
+                });
+            }
+            meta.insert(META_HEAD, head.encode().as_slice())
+                .map_err(StorageError::from)?;
+        }
+        txn.commit().map_err(StorageError::from)?;
+        Ok(outcomes)
+    }
+
+    /// Applies events that come from elsewhere (a restore, a follower's pull),
+    /// keeping their seqs, devices, epochs and times. They must continue this
+    /// log exactly (next seq, hash chain, versions, time order), and this log
+    /// must have nothing unshipped; otherwise nothing is applied. The applied
+    /// events count as shipped (they came from the remote).
+    pub fn apply(&self, incoming: &[Event]) -> Result<Head, ApplyError> {
+        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        let head;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
+            let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let mut h = read_head(&meta).map_err(ApplyError::Corrupt)?;
+            let shipped = read_shipped(&meta).map_err(ApplyError::Corrupt)?;
+            if shipped < h.seq {
+                return Err(ApplyError::UnshippedLocal {
+                    shipped,
+                    pending: h.seq - shipped,
+                });
+            }
+            for event in incoming {
+                let k = &event.key;
+                let tuple = (
+                    k.namespace.as_str(),
+                    k.sub_namespace.as_str(),
+                    k.key.as_str(),
+                );
+                let current = match state.get(tuple).map_err(StorageError::from)? {
+                    Some(v) => Some(Entry::decode(v.value()).map_err(ApplyError::Corrupt)?),
+                    None => None,
+                };
+                check_follows(
+                    h.seq,
+                    h.hash,
+                    h.at_ms,
+                    current.map(|e| (e.version, e.is_live())),
+                    event,
+                )?;
+                let record = event.encode();
+                let entry = Entry {
+                    version: event.version,
+                    seq: event.seq,
+                    value: match &event.op {
+                        Op::Put(v) => Some(v.clone()),
+                        Op::Delete => None,
+                    },
+                };
+                events
+                    .insert(event.seq, record.as_slice())
+                    .map_err(StorageError::from)?;
+                state
+                    .insert(tuple, entry.encode().as_slice())
+                    .map_err(StorageError::from)?;
+                history
+                    .insert((tuple.0, tuple.1, tuple.2, event.version), event.seq)
+                    .map_err(StorageError::from)?;
+                h = Head {
+                    seq: event.seq,
+                    hash: Hash::of_record(&record),
+                    at_ms: event.at_ms,
+                };
+            }
+            meta.insert(META_HEAD, h.encode().as_slice())
+                .map_err(StorageError::from)?;
+            meta.insert(META_SHIPPED, h.seq.to_le_bytes().as_slice())
+                .map_err(StorageError::from)?;
+            head = h;
+        }
+        txn.commit().map_err(StorageError::from)?;
+        Ok(head)
+    }
+
+    /// Starts an empty log from a snapshot: the state as of `snapshot.seq()`,
+    /// whose events this log will not hold. Later events are applied on top with
+    /// [`Log::apply`]. Refused unless the log is empty.
+    pub fn install_snapshot(&self, snapshot: &State) -> Result<Head, ApplyError> {
+        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        let head = Head {
+            seq: snapshot.seq(),
+            hash: snapshot.hash(),
+            at_ms: snapshot.at_ms(),
+        };
+        {
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let current = read_head(&meta).map_err(ApplyError::Corrupt)?;
+            if current.seq != 0 {
+                return Err(ApplyError::DoesNotContinue(crate::FoldError::Seq {
+                    expected: current.seq + 1,
+                    found: snapshot.seq() + 1,
+                }));
+            }
+            let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
+            let mut base = txn.open_table(BASE).map_err(StorageError::from)?;
+            for (k, entry) in snapshot.entries() {
+                let tuple = (
+                    k.namespace.as_str(),
+                    k.sub_namespace.as_str(),
+                    k.key.as_str(),
+                );
+                let bytes = entry.encode();
+                state
+                    .insert(tuple, bytes.as_slice())
+                    .map_err(StorageError::from)?;
+                base.insert(tuple, bytes.as_slice())
+                    .map_err(StorageError::from)?;
+            }
+            meta.insert(META_HEAD, head.encode().as_slice())
+                .map_err(StorageError::from)?;
+            meta.insert(META_BASE, head.encode().as_slice())
+                .map_err(StorageError::from)?;
+            meta.insert(META_SHIPPED, head.seq.to_le_bytes().as_slice())
+                .map_err(StorageError::from)?;
+        }
+        txn.commit().map_err(StorageError::from)?;
+        Ok(head)
+    }
+
+    /// The last event's seq, hash and time.
+    pub fn head(&self) -> Result<Head, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })
+    }
+
+    /// The point the log starts from: seq 0 for a log holding every event, or
+    /// the snapshot it was started from.
+    pub fn base(&self) -> Result<Head, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })
+    }
+
+    /// The live value of `key`.
+    pub fn get(&self, key: &Key) -> Result<Option<Stored>, ReadError> {
+        Ok(self.entry(key)?.and_then(|e| {
+            e.value.map(|value| Stored {
+                value,
+                version: e.version,
+                seq: e.seq,
+            })
+        }))
+    }
+
+    /// The entry of `key`, live or deleted (a tombstone keeps its version).
+    pub fn entry(&self, key: &Key) -> Result<Option<Entry>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let state = txn.open_table(STATE).map_err(StorageError::from)?;
+        let tuple = (
+            key.namespace.as_str(),
+            key.sub_namespace.as_str(),
+            key.key.as_str(),
+        );
+        match state.get(tuple).map_err(StorageError::from)? {
+            Some(v) => Ok(Some(
+                Entry::decode(v.value()).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The live keys of one `(namespace, sub_namespace)`, in key order, with
+    /// their versions.
+    pub fn list(
+        &self,
+        namespace: &str,
+        sub_namespace: &str,
+    ) -> Result<Vec<(String, u64)>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let state = txn.open_table(STATE).map_err(StorageError::from)?;
+        let mut out = Vec::new();
+        for item in state
+            .range((namespace, sub_namespace, "")..)
+            .map_err(StorageError::from)?
+        {
+            let (k, v) = item.map_err(StorageError::from)?;
+            let (ns, sub, key) = k.value();
+            if ns != namespace || sub != sub_namespace {
+                break;
+            }
+            let entry =
+                Entry::decode(v.value()).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+            if entry.is_live() {
+                out.push((key.to_string(), entry.version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event of `key` this log holds, oldest first.
+    pub fn history(&self, key: &Key) -> Result<Vec<Event>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let history = txn.open_table(HISTORY).map_err(StorageError::from)?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let (ns, sub, k) = (
+            key.namespace.as_str(),
+            key.sub_namespace.as_str(),
+            key.key.as_str(),
+        );
+        let mut out = Vec::new();
+        for item in history
+            .range((ns, sub, k, 0)..=(ns, sub, k, u64::MAX))
+            .map_err(StorageError::from)?
+        {
+            let (_, seq) = item.map_err(StorageError::from)?;
+            let seq = seq.value();
+            let record = events
+                .get(seq)
+                .map_err(StorageError::from)?
+                .ok_or_else(|| ReadError::Corrupt {
+                    seq,
+                    reason: "listed in the key's history but missing".into(),
+                })?;
+            out.push(decode_at(seq, record.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The event at `seq`, if the log holds it.
+    pub fn event(&self, seq: u64) -> Result<Option<Event>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        match events.get(seq).map_err(StorageError::from)? {
+            Some(r) => Ok(Some(decode_at(seq, r.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The events with `from <= seq <= to` (at most `limit` of them), in order.
+    pub fn events(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Event>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for item in events.range(from..=to).map_err(StorageError::from)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (seq, record) = item.map_err(StorageError::from)?;
+            out.push(decode_at(seq.value(), record.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The last seq marked shipped (the outbox holds every event after it).
+    pub fn shipped(&self) -> Result<u64, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        read_shipped(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })
+    }
+
+    /// The outbox: events appended but not yet marked shipped, oldest first, at
+    /// most `limit` of them.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Event>, ReadError> {
+        let shipped = self.shipped()?;
+        self.events(shipped + 1, u64::MAX, limit)
+    }
+
+    /// Marks every event up to `seq` as shipped (only after the remote answered).
+    /// Marking an already-shipped prefix again changes nothing.
+    pub fn mark_shipped(&self, seq: u64) -> Result<(), OutboxError> {
+        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        {
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let head = read_head(&meta).map_err(OutboxError::Corrupt)?;
+            if seq > head.seq {
+                return Err(OutboxError::BeyondHead {
+                    requested: seq,
+                    head: head.seq,
+                });
+            }
+            let shipped = read_shipped(&meta).map_err(OutboxError::Corrupt)?;
+            if seq > shipped {
+                meta.insert(META_SHIPPED, seq.to_le_bytes().as_slice())
+                    .map_err(StorageError::from)?;
+            }
+        }
+        txn.commit().map_err(StorageError::from)?;
+        Ok(())
+    }
+
+    /// The materialized state at the head, read from the state table.
+    pub fn state(&self) -> Result<State, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let state = txn.open_table(STATE).map_err(StorageError::from)?;
+        let entries = read_entries(&state)?;
+        Ok(State::from_parts(entries, head.seq, head.hash, head.at_ms))
+    }
+
+    /// The state as it was right after event `to_seq`, rebuilt by folding the
+    /// events (L1). `to_seq` 0 is the empty log; past the head is refused, and
+    /// so is a point before the snapshot this log was started from.
+    pub fn replay(&self, to_seq: u64) -> Result<State, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        if to_seq > head.seq {
+            return Err(ReadError::BeyondHead {
+                requested: to_seq,
+                head: head.seq,
+            });
+        }
+        let base = read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        if to_seq < base.seq {
+            return Err(ReadError::Corrupt {
+                seq: to_seq,
+                reason: format!(
+                    "this log was restored from a snapshot at seq {}; earlier points are only on the remote",
+                    base.seq
+                ),
+            });
+        }
+        let mut state = if base.seq == 0 {
+            State::new()
+        } else {
+            let table = txn.open_table(BASE).map_err(StorageError::from)?;
+            State::from_parts(read_entries(&table)?, base.seq, base.hash, base.at_ms)
+        };
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        for item in events
+            .range(base.seq + 1..=to_seq)
+            .map_err(StorageError::from)?
+        {
+            let (seq, record) = item.map_err(StorageError::from)?;
+            let event = decode_at(seq.value(), record.value())?;
+            state.check(&event)?;
+            state.apply_unchecked(&event, Hash::of_record(record.value()));
+        }
+        Ok(state)
+    }
+
+    /// The last seq whose event time is at or before `at_ms` (0 if none).
+    /// Event times never go back along the log, so this is a binary search.
+    pub fn seq_at(&self, at_ms: u64) -> Result<u64, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let base = read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        // Invariant: every seq <= lo is at or before `at_ms`, every seq > hi after it.
+        let (mut lo, mut hi) = (base.seq, head.seq);
+        if base.seq > 0 && base.at_ms > at_ms {
+            return Ok(0);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let record = events
+                .get(mid)
+                .map_err(StorageError::from)?
+                .ok_or_else(|| ReadError::Corrupt {
+                    seq: mid,
+                    reason: "missing".into(),
+                })?;
+            if decode_at(mid, record.value())?.at_ms <= at_ms {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The state as it was at time `at_ms`: after the last event at or before it.
+    pub fn replay_at(&self, at_ms: u64) -> Result<State, ReadError> {
+        self.replay(self.seq_at(at_ms)?)
+    }
+
+    /// Recomputes the whole chain (L3) and checks seqs, versions (L2), time
+    /// order, the stored head and the materialized state (L1) against the
+    /// events. Names the first bad seq.
+    pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        let corrupt_meta = |reason: String| VerifyError::Corrupt { seq: 0, reason };
+        let stored_head = read_head(&meta).map_err(corrupt_meta)?;
+        let base = read_base(&meta).map_err(corrupt_meta)?;
+        let mut state = if base.seq == 0 {
+            State::new()
+        } else {
+            let table = txn.open_table(BASE).map_err(StorageError::from)?;
+            let entries = read_entries(&table).map_err(|e| VerifyError::Corrupt {
+                seq: 0,
+                reason: e.to_string(),
+            })?;
+            State::from_parts(entries, base.seq, base.hash, base.at_ms)
+        };
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let mut count = 0;
+        for item in events.range(0..).map_err(StorageError::from)? {
+            let (seq, record) = item.map_err(StorageError::from)?;
+            let seq = seq.value();
+            let expected = state.seq() + 1;
+            if seq != expected {
+                return Err(VerifyError::Gap {
+                    expected,
+                    found: seq,
+                });
+            }
+            let event = Event::decode(record.value()).map_err(|e| VerifyError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?;
+            if event.seq != seq {
+                return Err(VerifyError::Misplaced {
+                    seq,
+                    found: event.seq,
+                });
+            }
+            match state.check(&event) {
+                Ok(()) => {}
+                Err(crate::FoldError::Chain {
+                    seq,
+                    expected,
+                    found,
+                }) => {
+                    return Err(VerifyError::ChainBroken {
+                        at_seq: seq,
+                        expected,
+                        found,
+                    });
+                }
+                Err(reason) => return Err(VerifyError::BadEvent { seq, reason }),
+            }
+            state.apply_unchecked(&event, Hash::of_record(record.value()));
+            count += 1;
+        }
+        if state.seq() != stored_head.seq || state.hash() != stored_head.hash {
+            return Err(VerifyError::HeadMismatch {
+                stored_seq: stored_head.seq,
+                stored_hash: stored_head.hash,
+                seq: state.seq(),
+                hash: state.hash(),
+            });
+        }
+        let table = txn.open_table(STATE).map_err(StorageError::from)?;
+        let stored = read_entries(&table).map_err(|e| VerifyError::Corrupt {
+            seq: 0,
+            reason: e.to_string(),
+        })?;
+        let folded = state.into_entries();
+        for (key, entry) in &folded {
+            match stored.get(key) {
+                Some(s) if s == entry => {}
+                Some(s) => {
+                    return Err(VerifyError::StateMismatch {
+                        key: key.clone(),
+                        reason: format!(
+                            "stored version {} (seq {}), events give version {} (seq {})",
+                            s.version, s.seq, entry.version, entry.seq
+                        ),
+                    });
+                }
+                None => {
+                    return Err(VerifyError::StateMismatch {
+                        key: key.clone(),
+                        reason: "missing from the state table".into(),
+                    });
+                }
+            }
+        }
+        if let Some(key) = stored.keys().find(|k| !folded.contains_key(*k)) {
+            return Err(VerifyError::StateMismatch {
+                key: key.clone(),
+                reason: "in the state table but never written by an event".into(),
+            });
+        }
+        Ok(VerifyReport {
+            events: count,
+            first_seq: base.seq + 1,
+            head: stored_head,
+            keys: folded.len() as u64,
+        })
+    }
+}
+
+fn decode_at(seq: u64, record: &[u8]) -> Result<Event, ReadError> {
+    Event::decode(record).map_err(|e| ReadError::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })
+}
+
+fn read_entries(
+    table: &impl ReadableTable<KeyTuple<'static>, &'static [u8]>,
+) -> Result<BTreeMap<Key, Entry>, ReadError> {
+    let mut entries = BTreeMap::new();
+    for item in table.iter().map_err(StorageError::from)? {
+        let (k, v) = item.map_err(StorageError::from)?;
+        let (ns, sub, key) = k.value();
+        let entry =
+            Entry::decode(v.value()).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        entries.insert(Key::new(ns, sub, key), entry);
+    }
+    Ok(entries)
+}
+
+fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Head, String> {
+    match meta.get(META_HEAD).map_err(|e| e.to_string())? {
+        Some(v) => Head::decode(v.value()),
+        None => Err("the head record is missing".into()),
+    }
+}
+
+fn read_base(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Head, String> {
+    match meta.get(META_BASE).map_err(|e| e.to_string())? {
+        Some(v) => Head::decode(v.value()),
+        None => Ok(Head::default()),
+    }
+}
+
+fn read_shipped(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, String> {
+    match meta.get(META_SHIPPED).map_err(|e| e.to_string())? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| "the shipped marker is not 8 bytes".to_string())?;
+            Ok(u64::from_le_bytes(bytes))
+        }
+        None => Err("the shipped marker is missing".into()),
+    }
+}
