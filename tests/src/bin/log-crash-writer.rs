@@ -1,0 +1,42 @@
+//! Child process for the log crash test: appends from several threads until it
+//! is killed, printing `ack SEQ KEY VALUE` after each append returns.
+//!
+//! Usage: `log-crash-writer PATH ROUND`
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use till_log::{Key, Log, Write};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: log-crash-writer PATH ROUND");
+    let round: u32 = args.next().expect("ROUND").parse().expect("ROUND is a number");
+    let log = Arc::new(Log::open(&path).expect("open log"));
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    println!("ready");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (log, out) = (log.clone(), out.clone());
+            std::thread::spawn(move || {
+                for i in 0u64.. {
+                    let key = Key::new("crash", format!("t{t}"), format!("k{}", i % 17));
+                    let value = format!("r{round}-t{t}-i{i}");
+                    // Every third append is a two-write batch with a delete.
+                    let mut writes = vec![Write::put(key.clone(), value.clone().into_bytes())];
+                    if i % 3 == 0 {
+                        writes.push(Write::delete(Key::new("crash", format!("t{t}"), format!("k{}", (i + 5) % 17))));
+                    }
+                    let outcome = log.append(writes).expect("append");
+                    let seq = outcome.results[0].expect("put appends").seq;
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "ack {seq} {} {value}", key.key).unwrap();
+                    o.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
