@@ -1,0 +1,385 @@
+//! The VSS endpoints over HTTP: authentication, limits, protobuf in and out, protocol errors.
+
+use crate::auth;
+use crate::store::{Delete, PutError, PutTransaction, Storage, StoreError, UserId, Write};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, Limited};
+use prost::Message;
+use std::sync::Arc;
+use till_vss::proto::{
+    DeleteObjectRequest, DeleteObjectResponse, ErrorCode, ErrorResponse, GetObjectRequest,
+    GetObjectResponse, KeyValue, ListKeyVersionsRequest, ListKeyVersionsResponse, PutObjectRequest,
+    PutObjectResponse,
+};
+
+/// Items (writes plus deletes) allowed in one `putObjects`, as in the reference server.
+pub(crate) const MAX_ITEMS: usize = 1000;
+/// Keys a listing page holds at most, whatever `page_size` asks for.
+pub(crate) const MAX_PAGE_SIZE: i32 = 100;
+/// Longest key, in characters, as in the reference server's schema.
+pub(crate) const MAX_KEY_CHARS: usize = 600;
+/// Longest store id, in characters, as in the reference server's schema.
+pub(crate) const MAX_STORE_ID_CHARS: usize = 120;
+/// `getObject` of this key answers the store's global version, as the reference server does;
+/// writing it as an ordinary key is refused so the two can never be confused.
+pub(crate) const GLOBAL_VERSION_KEY: &str = "vss_global_version";
+
+pub(crate) struct App {
+    pub(crate) store: Arc<dyn Storage>,
+    pub(crate) max_body_bytes: usize,
+}
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/vss/getObject", post(get_object))
+        .route("/vss/putObjects", post(put_objects))
+        .route("/vss/deleteObject", post(delete_object))
+        .route("/vss/listKeyVersions", post(list_key_versions))
+        .route("/health", get(health))
+        // The body limit is enforced by `read_body`, which answers with a protocol error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+/// A protocol error: the code decides, the status follows the reference server.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::InvalidRequestException, message)
+    }
+    fn auth(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::AuthException, message)
+    }
+    /// The detail goes to the server's log once; the client gets no internals.
+    fn internal(e: StoreError) -> Self {
+        eprintln!("till-server: store error: {e}");
+        ApiError::new(
+            ErrorCode::InternalServerException,
+            "the server's store failed; retry later",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+fn respond<M: Message>(result: Result<M, ApiError>) -> Response {
+    let (status, body) = match result {
+        Ok(message) => (StatusCode::OK, message.encode_to_vec()),
+        Err(e) => (
+            e.status,
+            ErrorResponse {
+                error_code: e.code as i32,
+                message: e.message,
+            }
+            .encode_to_vec(),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response()
+}
+
+impl App {
+    /// The user of the request's bearer token. Every failure is AUTH with a message that never
+    /// repeats the token.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
+        let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::auth("missing Authorization header; expected `Bearer TOKEN`")
+        })?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::auth("the Authorization header is not `Bearer TOKEN`"))?;
+        let invalid = || ApiError::auth("invalid bearer token");
+        let (token_id, presented) = auth::parse(token.trim()).ok_or_else(invalid)?;
+        let (user, stored) = self.store.credential(token_id).await?.ok_or_else(invalid)?;
+        auth::matches(&presented, &stored, user).ok_or_else(invalid)
+    }
+
+    /// Reads at most `max_body_bytes` and decodes it: 413 over the limit, 400 if it does not decode.
+    async fn read<M: Message + Default>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<M, ApiError> {
+        let too_large = || ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: ErrorCode::InvalidRequestException,
+            message: format!(
+                "request body is larger than this server's limit of {} bytes (--max-body-bytes)",
+                self.max_body_bytes
+            ),
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            drain(body, self.max_body_bytes).await;
+            return Err(too_large());
+        }
+        let mut body = body;
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::invalid(format!("could not read the request body: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > self.max_body_bytes {
+                    drain(body, self.max_body_bytes).await;
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        M::decode(bytes.as_slice()).map_err(|e| {
+            ApiError::invalid(format!(
+                "request body is not a valid {} protobuf message: {e}",
+                std::any::type_name::<M>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("request")
+            ))
+        })
+    }
+}
+
+/// Reads and discards up to `4 * limit` more bytes of a refused body, so that the client, still
+/// sending, reads our 413 instead of a reset connection; past that the connection is dropped.
+async fn drain(body: Body, limit: usize) {
+    let mut body = Limited::new(body, limit.saturating_mul(4));
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            _ = &mut deadline => return,
+        }
+    }
+}
+
+fn check_store_id(store_id: &str) -> Result<(), ApiError> {
+    let n = store_id.chars().count();
+    if n > MAX_STORE_ID_CHARS {
+        return Err(ApiError::invalid(format!(
+            "store_id is {n} characters long; the limit is {MAX_STORE_ID_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str, writable: bool) -> Result<(), ApiError> {
+    let n = key.chars().count();
+    if n > MAX_KEY_CHARS {
+        return Err(ApiError::invalid(format!(
+            "key is {n} characters long; the limit is {MAX_KEY_CHARS}"
+        )));
+    }
+    if writable && key == GLOBAL_VERSION_KEY {
+        return Err(ApiError::invalid(format!(
+            "key {GLOBAL_VERSION_KEY:?} is reserved for the store's global version; use global_version"
+        )));
+    }
+    Ok(())
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    match app.store.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            eprintln!("till-server: health check failed: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+        }
+    }
+}
+
+async fn get_object(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    respond(
+        async {
+            let user = app.authenticate(&headers).await?;
+            let request: GetObjectRequest = app.read(&headers, body).await?;
+            check_store_id(&request.store_id)?;
+            check_key(&request.key, false)?;
+            if request.key == GLOBAL_VERSION_KEY {
+                let version = app.store.global_version(user, &request.store_id).await?;
+                let value = KeyValue {
+                    key: request.key,
+                    version,
+                    value: Vec::new(),
+                };
+                return Ok(GetObjectResponse { value: Some(value) });
+            }
+            match app.store.get(user, &request.store_id, &request.key).await? {
+                Some(object) => Ok(GetObjectResponse {
+                    value: Some(KeyValue {
+                        key: request.key,
+                        version: object.version,
+                        value: object.value,
+                    }),
+                }),
+                None => Err(ApiError::new(
+                    ErrorCode::NoSuchKeyException,
+                    format!("no key {:?} in store {:?}", request.key, request.store_id),
+                )),
+            }
+        }
+        .await,
+    )
+}
+
+async fn put_objects(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    respond(
+        async {
+            let user = app.authenticate(&headers).await?;
+            let request: PutObjectRequest = app.read(&headers, body).await?;
+            check_store_id(&request.store_id)?;
+            let items = request.transaction_items.len() + request.delete_items.len();
+            if items > MAX_ITEMS {
+                return Err(ApiError::invalid(format!(
+                    "too many items: {items} transaction_items and delete_items together; the limit is {MAX_ITEMS} per request"
+                )));
+            }
+            for kv in request.transaction_items.iter().chain(&request.delete_items) {
+                check_key(&kv.key, true)?;
+            }
+            let tx = PutTransaction {
+                store_id: request.store_id,
+                global_version: request.global_version,
+                writes: request
+                    .transaction_items
+                    .into_iter()
+                    .map(|kv| Write { key: kv.key, expected: kv.version, value: kv.value })
+                    .collect(),
+                deletes: request
+                    .delete_items
+                    .into_iter()
+                    .map(|kv| Delete { key: kv.key, expected: kv.version })
+                    .collect(),
+            };
+            match app.store.put(user, tx).await {
+                Ok(()) => Ok(PutObjectResponse {}),
+                Err(PutError::Conflict(c)) => Err(ApiError::new(
+                    ErrorCode::ConflictException,
+                    format!("nothing was written: {c}"),
+                )),
+                Err(PutError::Store(e)) => Err(ApiError::internal(e)),
+            }
+        }
+        .await,
+    )
+}
+
+async fn delete_object(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    respond(
+        async {
+            let user = app.authenticate(&headers).await?;
+            let request: DeleteObjectRequest = app.read(&headers, body).await?;
+            check_store_id(&request.store_id)?;
+            let kv = request
+                .key_value
+                .ok_or_else(|| ApiError::invalid("DeleteObjectRequest has no key_value"))?;
+            check_key(&kv.key, true)?;
+            app.store
+                .delete(user, &request.store_id, &kv.key, kv.version)
+                .await?;
+            Ok(DeleteObjectResponse {})
+        }
+        .await,
+    )
+}
+
+async fn list_key_versions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        async {
+            let user = app.authenticate(&headers).await?;
+            let request: ListKeyVersionsRequest = app.read(&headers, body).await?;
+            check_store_id(&request.store_id)?;
+            let page_size = request.page_size.unwrap_or(MAX_PAGE_SIZE);
+            if page_size < 0 {
+                return Err(ApiError::invalid(format!(
+                    "page_size is {page_size}; it must not be negative"
+                )));
+            }
+            let page_token = request.page_token.filter(|t| !t.is_empty());
+            let before = match &page_token {
+                None => None,
+                Some(t) => Some(t.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    ApiError::invalid(
+                        "page_token is not one this server issued; start again without it",
+                    )
+                })?),
+            };
+            // Read the global version before the keys, so every listed version is at least as new.
+            let global_version = match before {
+                None => Some(app.store.global_version(user, &request.store_id).await?),
+                Some(_) => None,
+            };
+            if page_size == 0 {
+                return Ok(ListKeyVersionsResponse {
+                    key_versions: Vec::new(),
+                    next_page_token: Some(String::new()),
+                    global_version,
+                });
+            }
+            let limit = page_size.min(MAX_PAGE_SIZE) as usize;
+            let prefix = request.key_prefix.unwrap_or_default();
+            let mut rows = app
+                .store
+                .list(user, &request.store_id, &prefix, before, limit + 1)
+                .await?;
+            let next_page_token = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|r| r.created.to_string())
+            } else {
+                Some(String::new())
+            };
+            Ok(ListKeyVersionsResponse {
+                key_versions: rows
+                    .into_iter()
+                    .map(|r| KeyValue {
+                        key: r.key,
+                        version: r.version,
+                        value: Vec::new(),
+                    })
+                    .collect(),
+                next_page_token,
+                global_version,
+            })
+        }
+        .await,
+    )
+}

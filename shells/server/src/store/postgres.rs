@@ -1,0 +1,426 @@
+//! The PostgreSQL backend, for operators who run several stateless server processes in front of one
+//! database. Everything lives in the database; nothing in a process's memory. Schema in
+//! `docs/FORMAT.md` ("till-server store").
+
+use super::{
+    Conflict, CreateUserError, Credential, Listed, Object, PutError, PutTransaction, Storage,
+    StoreError, UserId,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::NoTls;
+
+/// The schema version this code creates and expects (`till_schema.version`).
+const SCHEMA_VERSION: i32 = 1;
+/// Serialises schema creation between server processes starting at once.
+const MIGRATION_LOCK: i64 = 0x7469_6c6c_5f76_7373; // "till_vss"
+
+const SCHEMA_V1: &str = "
+CREATE TABLE till_users (
+    id          BIGSERIAL PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE till_tokens (
+    token_id    BYTEA PRIMARY KEY CHECK (length(token_id) = 16),
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    secret_hash BYTEA NOT NULL CHECK (length(secret_hash) = 32)
+);
+CREATE SEQUENCE till_objects_created;
+CREATE TABLE till_objects (
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    store_id    TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    value       BYTEA NOT NULL,
+    created     BIGINT NOT NULL DEFAULT nextval('till_objects_created'),
+    PRIMARY KEY (user_id, store_id, key)
+);
+CREATE INDEX till_objects_by_creation ON till_objects (user_id, store_id, created DESC);
+CREATE TABLE till_global_versions (
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    store_id    TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    PRIMARY KEY (user_id, store_id)
+);
+";
+
+pub(crate) struct PostgresStorage {
+    pool: Pool,
+}
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| StoreError::new(context, describe(&e))
+}
+
+/// A database error with its detail (tokio-postgres' Display alone says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::new("could not get a PostgreSQL connection", e)
+}
+
+impl PostgresStorage {
+    /// Connects to `url` and creates the schema if the database has none. Refuses a schema of an
+    /// unknown version.
+    pub(crate) async fn connect(url: &str) -> Result<PostgresStorage, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::new("invalid --database-url", e))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .map_err(|e| StoreError::new("could not build the PostgreSQL pool", e))?;
+        let storage = PostgresStorage { pool };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db("begin migration"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db("lock for migration"))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS till_schema (version INTEGER NOT NULL)")
+            .await
+            .map_err(db("create till_schema"))?;
+        let row = tx
+            .query_opt("SELECT version FROM till_schema", &[])
+            .await
+            .map_err(db("read schema version"))?;
+        match row.map(|r| r.get::<_, i32>(0)) {
+            None => {
+                tx.batch_execute(SCHEMA_V1)
+                    .await
+                    .map_err(db("create schema v1"))?;
+                tx.execute(
+                    "INSERT INTO till_schema (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .await
+                .map_err(db("record schema version"))?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::new(
+                    "refusing the PostgreSQL database",
+                    format!(
+                        "its till-server schema is version {other}; this till-server knows version {SCHEMA_VERSION} only"
+                    ),
+                ));
+            }
+        }
+        tx.commit().await.map_err(db("commit migration"))?;
+        Ok(())
+    }
+}
+
+/// The version of a key inside the transaction (for conflict messages).
+async fn version_of(
+    tx: &Transaction<'_>,
+    user: UserId,
+    store: &str,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT version FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3",
+        )
+        .await
+        .map_err(db("prepare"))?;
+    let row = tx
+        .query_opt(&stmt, &[&user.0, &store, &key])
+        .await
+        .map_err(db("read version"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Runs every item of `put` in `tx`; the first one that matches no row is the conflict.
+async fn apply_put(
+    tx: &Transaction<'_>,
+    user: UserId,
+    put: &PutTransaction,
+) -> Result<Result<(), Conflict>, StoreError> {
+    let store = put.store_id.as_str();
+    let upsert = tx
+        .prepare_cached(
+            "INSERT INTO till_objects (user_id, store_id, key, version, value) VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT (user_id, store_id, key) DO UPDATE SET version = 1, value = EXCLUDED.value",
+        )
+        .await
+        .map_err(db("prepare"))?;
+    let create = tx
+        .prepare_cached(
+            "INSERT INTO till_objects (user_id, store_id, key, version, value) VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .map_err(db("prepare"))?;
+    let update = tx
+        .prepare_cached(
+            "UPDATE till_objects SET version = version + 1, value = $4
+             WHERE user_id = $1 AND store_id = $2 AND key = $3 AND version = $5",
+        )
+        .await
+        .map_err(db("prepare"))?;
+    let delete = tx
+        .prepare_cached(
+            "DELETE FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3
+             AND ($4 = -1 OR version = $4)",
+        )
+        .await
+        .map_err(db("prepare"))?;
+    for w in &put.writes {
+        let rows = match w.expected {
+            -1 => {
+                tx.execute(&upsert, &[&user.0, &store, &w.key, &w.value])
+                    .await
+            }
+            0 => {
+                tx.execute(&create, &[&user.0, &store, &w.key, &w.value])
+                    .await
+            }
+            n => {
+                tx.execute(&update, &[&user.0, &store, &w.key, &w.value, &n])
+                    .await
+            }
+        }
+        .map_err(db("write object"))?;
+        if rows == 0 {
+            let found = version_of(tx, user, store, &w.key).await?;
+            return Ok(Err(Conflict::Write {
+                key: w.key.clone(),
+                expected: w.expected,
+                found,
+            }));
+        }
+    }
+    for d in &put.deletes {
+        let rows = tx
+            .execute(&delete, &[&user.0, &store, &d.key, &d.expected])
+            .await
+            .map_err(db("delete object"))?;
+        if rows == 0 {
+            let found = version_of(tx, user, store, &d.key).await?;
+            return Ok(Err(Conflict::Delete {
+                key: d.key.clone(),
+                expected: d.expected,
+                found,
+            }));
+        }
+    }
+    if let Some(expected) = put.global_version {
+        let rows = if expected == 0 {
+            tx.execute(
+                "INSERT INTO till_global_versions (user_id, store_id, version) VALUES ($1, $2, 1)
+                 ON CONFLICT DO NOTHING",
+                &[&user.0, &store],
+            )
+            .await
+        } else {
+            tx.execute(
+                "UPDATE till_global_versions SET version = version + 1
+                 WHERE user_id = $1 AND store_id = $2 AND version = $3",
+                &[&user.0, &store, &expected],
+            )
+            .await
+        }
+        .map_err(db("write global version"))?;
+        if rows == 0 {
+            let found = tx
+                .query_opt(
+                    "SELECT version FROM till_global_versions WHERE user_id = $1 AND store_id = $2",
+                    &[&user.0, &store],
+                )
+                .await
+                .map_err(db("read global version"))?
+                .map_or(0, |r| r.get(0));
+            return Ok(Err(Conflict::GlobalVersion { expected, found }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    async fn health(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(db("health check"))?;
+        Ok(())
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        credential: &Credential,
+    ) -> Result<UserId, CreateUserError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let row = tx
+            .query_opt(
+                "INSERT INTO till_users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&name],
+            )
+            .await
+            .map_err(db("insert user"))?;
+        let Some(row) = row else {
+            return Err(CreateUserError::Exists(name.to_owned()));
+        };
+        let user = UserId(row.get(0));
+        tx.execute(
+            "INSERT INTO till_tokens (token_id, user_id, secret_hash) VALUES ($1, $2, $3)",
+            &[
+                &credential.token_id.as_slice(),
+                &user.0,
+                &credential.secret_hash.as_slice(),
+            ],
+        )
+        .await
+        .map_err(db("insert token"))?;
+        tx.commit().await.map_err(db("commit user"))?;
+        Ok(user)
+    }
+
+    async fn credential(
+        &self,
+        token_id: [u8; 16],
+    ) -> Result<Option<(UserId, [u8; 32])>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached("SELECT user_id, secret_hash FROM till_tokens WHERE token_id = $1")
+            .await
+            .map_err(db("prepare"))?;
+        let row = client
+            .query_opt(&stmt, &[&token_id.as_slice()])
+            .await
+            .map_err(db("read token"))?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: Vec<u8> = row.get(1);
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::new("corrupt token record", "secret hash is not 32 bytes"))?;
+        Ok(Some((UserId(row.get(0)), hash)))
+    }
+
+    async fn get(
+        &self,
+        user: UserId,
+        store_id: &str,
+        key: &str,
+    ) -> Result<Option<Object>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached("SELECT version, value FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3")
+            .await
+            .map_err(db("prepare"))?;
+        let row = client
+            .query_opt(&stmt, &[&user.0, &store_id, &key])
+            .await
+            .map_err(db("read object"))?;
+        Ok(row.map(|r| Object {
+            version: r.get(0),
+            value: r.get(1),
+        }))
+    }
+
+    async fn global_version(&self, user: UserId, store_id: &str) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT version FROM till_global_versions WHERE user_id = $1 AND store_id = $2",
+            )
+            .await
+            .map_err(db("prepare"))?;
+        let row = client
+            .query_opt(&stmt, &[&user.0, &store_id])
+            .await
+            .map_err(db("read global version"))?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn put(&self, user: UserId, put: PutTransaction) -> Result<(), PutError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        match apply_put(&tx, user, &put).await? {
+            Ok(()) => {
+                tx.commit().await.map_err(db("commit"))?;
+                Ok(())
+            }
+            Err(conflict) => {
+                tx.rollback().await.map_err(db("rollback"))?;
+                Err(PutError::Conflict(conflict))
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        user: UserId,
+        store_id: &str,
+        key: &str,
+        expected: i64,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3
+                 AND ($4 = -1 OR version = $4)",
+            )
+            .await
+            .map_err(db("prepare"))?;
+        client
+            .execute(&stmt, &[&user.0, &store_id, &key, &expected])
+            .await
+            .map_err(db("delete object"))?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        user: UserId,
+        store_id: &str,
+        prefix: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT key, version, created FROM till_objects
+                 WHERE user_id = $1 AND store_id = $2 AND created < $3 AND starts_with(key, $4)
+                 ORDER BY created DESC LIMIT $5",
+            )
+            .await
+            .map_err(db("prepare"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&user.0, &store_id, &before, &prefix, &limit])
+            .await
+            .map_err(db("list objects"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Listed {
+                key: r.get(0),
+                version: r.get(1),
+                created: r.get(2),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,665 @@
+//! The embedded backend: one redb file, `till-server.redb`, in the data directory.
+//!
+//! Writes go through one writer thread that commits whatever puts are queued in one durable redb
+//! transaction (group commit), checking each put against the state left by the ones before it, so
+//! 64 concurrent clients share fsyncs instead of queueing for one each. Table layouts are in
+//! `docs/FORMAT.md` ("till-server store").
+
+use super::{
+    Conflict, CreateUserError, Credential, Listed, Object, PutError, PutTransaction, Storage,
+    StoreError, UserId,
+};
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The file name inside the data directory.
+pub(crate) const FILE_NAME: &str = "till-server.redb";
+/// The layout version this code reads and writes (META "format").
+const FORMAT: u64 = 1;
+/// The version byte in front of every record value.
+const RECORD_V1: u8 = 1;
+/// At most this many puts share one commit.
+const MAX_BATCH: usize = 512;
+
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+const USER_NAMES: TableDefinition<'static, &str, i64> = TableDefinition::new("user_names");
+const TOKENS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("tokens");
+const OBJECTS: TableDefinition<'static, (i64, &str, &str), &[u8]> = TableDefinition::new("objects");
+const BY_CREATION: TableDefinition<'static, (i64, &str, i64), &str> =
+    TableDefinition::new("objects_by_creation");
+const GLOBALS: TableDefinition<'static, (i64, &str), i64> = TableDefinition::new("global_versions");
+
+enum Job {
+    Put {
+        user: UserId,
+        tx: PutTransaction,
+        reply: oneshot::Sender<Result<(), PutError>>,
+    },
+    Delete {
+        user: UserId,
+        store_id: String,
+        key: String,
+        expected: i64,
+        reply: oneshot::Sender<Result<(), PutError>>,
+    },
+}
+
+pub(crate) struct RedbStorage {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Job>,
+}
+
+fn err(context: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::new(context, e)
+}
+
+impl RedbStorage {
+    /// Opens (creating if needed) the store in `dir`. Refuses a file of an unknown format version,
+    /// and a file another process has open.
+    pub(crate) fn open(dir: &Path) -> Result<RedbStorage, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::new(
+                "could not create the data directory",
+                format!("{}: {e}", dir.display()),
+            )
+        })?;
+        let path: PathBuf = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| {
+            StoreError::new(
+                "could not open the redb store",
+                format!(
+                    "{}: {e} (is another till-server using this data directory?)",
+                    path.display()
+                ),
+            )
+        })?;
+        let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+        {
+            let mut meta = wtx
+                .open_table(META)
+                .map_err(|e| err("open meta")(e.into()))?;
+            let found = meta
+                .get("format")
+                .map_err(|e| err("read format")(e.into()))?
+                .map(|g| g.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT)
+                        .map_err(|e| err("write format")(e.into()))?;
+                }
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(StoreError::new(
+                        "refusing the redb store",
+                        format!(
+                            "{} has format version {other}; this till-server reads version {FORMAT} only",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            wtx.open_table(USER_NAMES)
+                .map_err(|e| err("open user_names")(e.into()))?;
+            wtx.open_table(TOKENS)
+                .map_err(|e| err("open tokens")(e.into()))?;
+            wtx.open_table(OBJECTS)
+                .map_err(|e| err("open objects")(e.into()))?;
+            wtx.open_table(BY_CREATION)
+                .map_err(|e| err("open objects_by_creation")(e.into()))?;
+            wtx.open_table(GLOBALS)
+                .map_err(|e| err("open global_versions")(e.into()))?;
+        }
+        wtx.commit().map_err(|e| err("commit")(e.into()))?;
+        let db = Arc::new(db);
+        let (writer, jobs) = mpsc::channel(4096);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("till-redb-writer".into())
+            .spawn(move || writer_loop(&writer_db, jobs))
+            .map_err(|e| StoreError::new("could not start the redb writer thread", e))?;
+        Ok(RedbStorage { db, writer })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let rtx = db.begin_read().map_err(|e| err("begin read")(e.into()))?;
+            f(&rtx)
+        })
+        .await
+        .map_err(|e| StoreError::new("read task failed", e))?
+    }
+
+    async fn submit(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), PutError>>) -> Job,
+    ) -> Result<(), PutError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(make(reply)).await.map_err(|_| {
+            StoreError::new("the redb writer has stopped", "earlier commit failure")
+        })?;
+        answer
+            .await
+            .map_err(|_| StoreError::new("the redb writer has stopped", "no answer"))?
+    }
+}
+
+/// Encodes an object record: version byte, version, creation cursor, value.
+fn encode_object(version: i64, created: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17 + value.len());
+    out.push(RECORD_V1);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&created.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// Decodes an object record into (version, created, value).
+fn decode_object(bytes: &[u8]) -> Result<(i64, i64, &[u8]), StoreError> {
+    match bytes.first() {
+        Some(&RECORD_V1) if bytes.len() >= 17 => {
+            let version = i64::from_be_bytes(bytes[1..9].try_into().unwrap_or_default());
+            let created = i64::from_be_bytes(bytes[9..17].try_into().unwrap_or_default());
+            Ok((version, created, &bytes[17..]))
+        }
+        Some(&RECORD_V1) => Err(StoreError::new(
+            "corrupt object record",
+            format!("{} bytes", bytes.len()),
+        )),
+        Some(v) => Err(StoreError::new(
+            "object record of unknown format",
+            format!("version {v}"),
+        )),
+        None => Err(StoreError::new("corrupt object record", "empty")),
+    }
+}
+
+struct WriteTables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    objects: Table<'t, (i64, &'static str, &'static str), &'static [u8]>,
+    by_creation: Table<'t, (i64, &'static str, i64), &'static str>,
+    globals: Table<'t, (i64, &'static str), i64>,
+}
+
+fn writer_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit_batch(db, &batch) {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let reply = match job {
+                        Job::Put { reply, .. } | Job::Delete { reply, .. } => reply,
+                    };
+                    let _ = reply.send(result.map_err(PutError::Conflict));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in batch {
+                    let reply = match job {
+                        Job::Put { reply, .. } | Job::Delete { reply, .. } => reply,
+                    };
+                    let _ = reply.send(Err(PutError::Store(StoreError::new(
+                        "redb commit failed",
+                        &message,
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// Applies every job of the batch in one write transaction and commits it durably. A job that
+/// conflicts changes nothing (all its checks run before any of its writes); a storage error aborts
+/// the whole batch.
+fn commit_batch(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), Conflict>>, StoreError> {
+    let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut t = WriteTables {
+            meta: wtx
+                .open_table(META)
+                .map_err(|e| err("open meta")(e.into()))?,
+            objects: wtx
+                .open_table(OBJECTS)
+                .map_err(|e| err("open objects")(e.into()))?,
+            by_creation: wtx
+                .open_table(BY_CREATION)
+                .map_err(|e| err("open objects_by_creation")(e.into()))?,
+            globals: wtx
+                .open_table(GLOBALS)
+                .map_err(|e| err("open global_versions")(e.into()))?,
+        };
+        let mut next_created = t
+            .meta
+            .get("next_created")
+            .map_err(|e| err("read next_created")(e.into()))?
+            .map_or(1, |g| g.value());
+        for job in batch {
+            results.push(match job {
+                Job::Put { user, tx, .. } => apply_put(&mut t, &mut next_created, *user, tx)?,
+                Job::Delete {
+                    user,
+                    store_id,
+                    key,
+                    expected,
+                    ..
+                } => {
+                    apply_delete(&mut t, *user, store_id, key, *expected)?;
+                    Ok(())
+                }
+            });
+        }
+        t.meta
+            .insert("next_created", next_created)
+            .map_err(|e| err("write next_created")(e.into()))?;
+    }
+    wtx.commit().map_err(|e| err("commit")(e.into()))?;
+    Ok(results)
+}
+
+/// (version, created) of a stored key.
+fn current(
+    t: &WriteTables<'_>,
+    user: UserId,
+    store_id: &str,
+    key: &str,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let guard = t
+        .objects
+        .get((user.0, store_id, key))
+        .map_err(|e| err("read object")(e.into()))?;
+    match guard {
+        Some(g) => {
+            let (version, created, _) = decode_object(g.value())?;
+            Ok(Some((version, created)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn apply_put(
+    t: &mut WriteTables<'_>,
+    next_created: &mut u64,
+    user: UserId,
+    tx: &PutTransaction,
+) -> Result<Result<(), Conflict>, StoreError> {
+    let store = tx.store_id.as_str();
+    // Phase 1: check every condition in request order against the stored state as changed by the
+    // earlier items; nothing is written yet, so a conflict leaves nothing to undo.
+    let mut original: HashMap<&str, Option<(i64, i64)>> = HashMap::new();
+    // The final state of each touched key: (version, created, value) or deleted.
+    let mut planned: HashMap<&str, Option<(i64, i64, &[u8])>> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    let mut fresh = *next_created;
+    for w in &tx.writes {
+        let key = w.key.as_str();
+        let cur = state_of(t, user, store, key, &mut original, &planned, &mut order)?;
+        let found = cur.map(|c| c.0);
+        let next = match (w.expected, cur) {
+            (-1, Some((_, created))) => (1, created),
+            (-1, None) | (0, None) => (1, take(&mut fresh)),
+            (n, Some((v, created))) if n > 0 && v == n => (n + 1, created),
+            _ => {
+                return Ok(Err(Conflict::Write {
+                    key: w.key.clone(),
+                    expected: w.expected,
+                    found,
+                }));
+            }
+        };
+        planned.insert(key, Some((next.0, next.1, &w.value)));
+    }
+    for d in &tx.deletes {
+        let key = d.key.as_str();
+        let cur = state_of(t, user, store, key, &mut original, &planned, &mut order)?;
+        match cur {
+            Some((v, _)) if d.expected == -1 || d.expected == v => {
+                planned.insert(key, None);
+            }
+            _ => {
+                return Ok(Err(Conflict::Delete {
+                    key: d.key.clone(),
+                    expected: d.expected,
+                    found: cur.map(|c| c.0),
+                }));
+            }
+        }
+    }
+    let mut new_global = None;
+    if let Some(expected) = tx.global_version {
+        let found = t
+            .globals
+            .get((user.0, store))
+            .map_err(|e| err("read global version")(e.into()))?
+            .map_or(0, |g| g.value());
+        if found != expected {
+            return Ok(Err(Conflict::GlobalVersion { expected, found }));
+        }
+        new_global = Some(expected + 1);
+    }
+    // Phase 2: write the final state of every touched key.
+    *next_created = fresh;
+    for key in order {
+        let before = original.get(key).copied().flatten();
+        let after = planned.get(key).copied().flatten();
+        if let Some((_, created)) = before {
+            if after.is_none_or(|a| a.1 != created) {
+                t.by_creation
+                    .remove((user.0, store, created))
+                    .map_err(|e| err("remove creation index")(e.into()))?;
+            }
+        }
+        match after {
+            Some((version, created, value)) => {
+                t.objects
+                    .insert(
+                        (user.0, store, key),
+                        encode_object(version, created, value).as_slice(),
+                    )
+                    .map_err(|e| err("write object")(e.into()))?;
+                t.by_creation
+                    .insert((user.0, store, created), key)
+                    .map_err(|e| err("write creation index")(e.into()))?;
+            }
+            None => {
+                if before.is_some() {
+                    t.objects
+                        .remove((user.0, store, key))
+                        .map_err(|e| err("remove object")(e.into()))?;
+                }
+            }
+        }
+    }
+    if let Some(g) = new_global {
+        t.globals
+            .insert((user.0, store), g)
+            .map_err(|e| err("write global version")(e.into()))?;
+    }
+    Ok(Ok(()))
+}
+
+fn take(counter: &mut u64) -> i64 {
+    let v = *counter;
+    *counter += 1;
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The state of `key` as the transaction sees it so far: its own earlier items, else the store.
+fn state_of<'k>(
+    t: &WriteTables<'_>,
+    user: UserId,
+    store: &str,
+    key: &'k str,
+    original: &mut HashMap<&'k str, Option<(i64, i64)>>,
+    planned: &HashMap<&'k str, Option<(i64, i64, &[u8])>>,
+    order: &mut Vec<&'k str>,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    if let Some(p) = planned.get(key) {
+        return Ok(p.map(|(v, c, _)| (v, c)));
+    }
+    if let Some(o) = original.get(key) {
+        return Ok(*o);
+    }
+    let cur = current(t, user, store, key)?;
+    original.insert(key, cur);
+    order.push(key);
+    Ok(cur)
+}
+
+fn apply_delete(
+    t: &mut WriteTables<'_>,
+    user: UserId,
+    store: &str,
+    key: &str,
+    expected: i64,
+) -> Result<(), StoreError> {
+    if let Some((version, created)) = current(t, user, store, key)? {
+        if expected == -1 || expected == version {
+            t.objects
+                .remove((user.0, store, key))
+                .map_err(|e| err("remove object")(e.into()))?;
+            t.by_creation
+                .remove((user.0, store, created))
+                .map_err(|e| err("remove creation index")(e.into()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a token record: version byte, user id, secret hash.
+fn encode_token(user: UserId, secret_hash: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(41);
+    out.push(RECORD_V1);
+    out.extend_from_slice(&user.0.to_be_bytes());
+    out.extend_from_slice(secret_hash);
+    out
+}
+
+fn decode_token(bytes: &[u8]) -> Result<(UserId, [u8; 32]), StoreError> {
+    if bytes.len() != 41 || bytes[0] != RECORD_V1 {
+        return Err(StoreError::new(
+            "token record of unknown format or corrupt",
+            format!("{} bytes", bytes.len()),
+        ));
+    }
+    let user = i64::from_be_bytes(bytes[1..9].try_into().unwrap_or_default());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&bytes[9..41]);
+    Ok((UserId(user), hash))
+}
+
+#[async_trait]
+impl Storage for RedbStorage {
+    async fn health(&self) -> Result<(), StoreError> {
+        self.read(|rtx| {
+            rtx.open_table(META)
+                .map_err(|e| err("open meta")(e.into()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        credential: &Credential,
+    ) -> Result<UserId, CreateUserError> {
+        let db = self.db.clone();
+        let name = name.to_owned();
+        let credential = credential.clone();
+        tokio::task::spawn_blocking(move || {
+            let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+            let user;
+            {
+                let mut names = wtx
+                    .open_table(USER_NAMES)
+                    .map_err(|e| err("open user_names")(e.into()))?;
+                if names
+                    .get(name.as_str())
+                    .map_err(|e| err("read user")(e.into()))?
+                    .is_some()
+                {
+                    return Err(CreateUserError::Exists(name));
+                }
+                let mut meta = wtx
+                    .open_table(META)
+                    .map_err(|e| err("open meta")(e.into()))?;
+                let next = meta
+                    .get("next_user")
+                    .map_err(|e| err("read next_user")(e.into()))?
+                    .map_or(1, |g| g.value());
+                meta.insert("next_user", next + 1)
+                    .map_err(|e| err("write next_user")(e.into()))?;
+                user = UserId(
+                    i64::try_from(next).map_err(|e| StoreError::new("user id overflow", e))?,
+                );
+                names
+                    .insert(name.as_str(), user.0)
+                    .map_err(|e| err("write user")(e.into()))?;
+                let mut tokens = wtx
+                    .open_table(TOKENS)
+                    .map_err(|e| err("open tokens")(e.into()))?;
+                tokens
+                    .insert(
+                        credential.token_id.as_slice(),
+                        encode_token(user, &credential.secret_hash).as_slice(),
+                    )
+                    .map_err(|e| err("write token")(e.into()))?;
+            }
+            wtx.commit().map_err(|e| err("commit")(e.into()))?;
+            Ok(user)
+        })
+        .await
+        .map_err(|e| StoreError::new("user task failed", e))?
+    }
+
+    async fn credential(
+        &self,
+        token_id: [u8; 16],
+    ) -> Result<Option<(UserId, [u8; 32])>, StoreError> {
+        self.read(move |rtx| {
+            let tokens = rtx
+                .open_table(TOKENS)
+                .map_err(|e| err("open tokens")(e.into()))?;
+            let found = tokens
+                .get(token_id.as_slice())
+                .map_err(|e| err("read token")(e.into()))?;
+            found.map(|g| decode_token(g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        user: UserId,
+        store_id: &str,
+        key: &str,
+    ) -> Result<Option<Object>, StoreError> {
+        let (store_id, key) = (store_id.to_owned(), key.to_owned());
+        self.read(move |rtx| {
+            let objects = rtx
+                .open_table(OBJECTS)
+                .map_err(|e| err("open objects")(e.into()))?;
+            let found = objects
+                .get((user.0, store_id.as_str(), key.as_str()))
+                .map_err(|e| err("read object")(e.into()))?;
+            match found {
+                Some(g) => {
+                    let (version, _, value) = decode_object(g.value())?;
+                    Ok(Some(Object {
+                        version,
+                        value: value.to_vec(),
+                    }))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn global_version(&self, user: UserId, store_id: &str) -> Result<i64, StoreError> {
+        let store_id = store_id.to_owned();
+        self.read(move |rtx| {
+            let globals = rtx
+                .open_table(GLOBALS)
+                .map_err(|e| err("open global_versions")(e.into()))?;
+            let found = globals
+                .get((user.0, store_id.as_str()))
+                .map_err(|e| err("read global version")(e.into()))?;
+            Ok(found.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn put(&self, user: UserId, tx: PutTransaction) -> Result<(), PutError> {
+        self.submit(|reply| Job::Put { user, tx, reply }).await
+    }
+
+    async fn delete(
+        &self,
+        user: UserId,
+        store_id: &str,
+        key: &str,
+        expected: i64,
+    ) -> Result<(), StoreError> {
+        let (store_id, key) = (store_id.to_owned(), key.to_owned());
+        match self
+            .submit(|reply| Job::Delete {
+                user,
+                store_id,
+                key,
+                expected,
+                reply,
+            })
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(PutError::Store(e)) => Err(e),
+            Err(PutError::Conflict(c)) => Err(StoreError::new("unexpected conflict on delete", c)),
+        }
+    }
+
+    async fn list(
+        &self,
+        user: UserId,
+        store_id: &str,
+        prefix: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let (store_id, prefix) = (store_id.to_owned(), prefix.to_owned());
+        self.read(move |rtx| {
+            let index = rtx
+                .open_table(BY_CREATION)
+                .map_err(|e| err("open objects_by_creation")(e.into()))?;
+            let objects = rtx
+                .open_table(OBJECTS)
+                .map_err(|e| err("open objects")(e.into()))?;
+            let store = store_id.as_str();
+            let end = before.unwrap_or(i64::MAX);
+            let range = index
+                .range((user.0, store, i64::MIN)..(user.0, store, end))
+                .map_err(|e| err("scan objects_by_creation")(e.into()))?;
+            let mut out = Vec::new();
+            for entry in range.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = entry.map_err(|e| err("scan objects_by_creation")(e.into()))?;
+                let key = v.value();
+                if !key.starts_with(prefix.as_str()) {
+                    continue;
+                }
+                let created = k.value().2;
+                let object = objects
+                    .get((user.0, store, key))
+                    .map_err(|e| err("read object")(e.into()))?
+                    .ok_or_else(|| {
+                        StoreError::new("creation index points at a missing object", key)
+                    })?;
+                let (version, _, _) = decode_object(object.value())?;
+                out.push(Listed {
+                    key: key.to_owned(),
+                    version,
+                    created,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

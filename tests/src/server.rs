@@ -1,0 +1,189 @@
+//! A real `till-server` process on a loopback port, for tests and benchmarks.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where a test server keeps its objects.
+#[derive(Clone, Debug)]
+pub enum StoreArg {
+    /// `--data-dir DIR` (redb).
+    DataDir(PathBuf),
+    /// `--database-url URL` (PostgreSQL).
+    DatabaseUrl(String),
+}
+
+impl StoreArg {
+    fn args(&self) -> Vec<String> {
+        match self {
+            StoreArg::DataDir(dir) => vec!["--data-dir".into(), dir.display().to_string()],
+            StoreArg::DatabaseUrl(url) => vec!["--database-url".into(), url.clone()],
+        }
+    }
+}
+
+/// The `till-server` binary: `TILL_SERVER_BIN` if set, otherwise built once per test process with
+/// `cargo build -p till-server` (so a test never runs a stale server) in the same target directory.
+pub fn server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("TILL_SERVER_BIN") {
+            return PathBuf::from(bin);
+        }
+        // The test executable is <target>/<profile>/deps/<name>; the server lands in <target>/debug.
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("the test executable lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "till-server",
+                "--bin",
+                "till-server",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .stdin(Stdio::null())
+            .status()
+            .expect("running cargo build -p till-server");
+        assert!(status.success(), "cargo build -p till-server failed");
+        target.join("debug").join("till-server")
+    })
+    .clone()
+}
+
+/// Runs `till-server user add NAME` and returns the printed token.
+pub fn add_user(binary: &Path, store: &StoreArg, name: &str) -> String {
+    let output = Command::new(binary)
+        .args(["user", "add", name])
+        .args(store.args())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running till-server user add");
+    assert!(
+        output.status.success(),
+        "till-server user add {name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("token is UTF-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "user add must print the token alone on one line, got {stdout:?}"
+    );
+    lines[0].to_owned()
+}
+
+/// A running `till-server serve`; killed (SIGKILL) when dropped.
+pub struct TillServer {
+    binary: PathBuf,
+    store: StoreArg,
+    extra: Vec<String>,
+    child: Option<Child>,
+    addr: String,
+}
+
+impl TillServer {
+    /// Starts a server on a free loopback port and waits until `/health` answers 200.
+    pub fn start(binary: &Path, store: StoreArg, extra: &[&str]) -> TillServer {
+        let mut server = TillServer {
+            binary: binary.to_owned(),
+            store,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            addr: "127.0.0.1:0".into(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(&self.binary)
+            .args(["serve", "--listen", &self.addr])
+            .args(self.store.args())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning till-server serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading till-server's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("till-server listening on http://")
+            .unwrap_or_else(|| panic!("till-server did not start: {line:?}"))
+            .to_owned();
+        self.addr = addr;
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let request = format!(
+                    "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                );
+                let mut answer = String::new();
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.1 200")
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "till-server at {} never became healthy",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The VSS base URL, `http://host:port/vss`.
+    pub fn vss_url(&self) -> String {
+        format!("http://{}/vss", self.addr)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for TillServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,351 @@
+//! The HTTP client for the four VSS calls.
+
+use crate::auth::AuthProvider;
+use crate::error::{Error, Operation};
+use crate::proto::{
+    DeleteObjectRequest, DeleteObjectResponse, ErrorCode, ErrorResponse, GetObjectRequest,
+    GetObjectResponse, KeyValue, ListKeyVersionsRequest, ListKeyVersionsResponse, PutObjectRequest,
+    PutObjectResponse,
+};
+use crate::retry::RetryPolicy;
+use prost::Message;
+use reqwest::header::CONTENT_TYPE;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a [`VssClient`] talks to its server.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The whole exchange (connect, send, receive) of one attempt must finish within this.
+    pub request_timeout: Duration,
+    /// Connecting alone must finish within this.
+    pub connect_timeout: Duration,
+    /// What to retry, how often and how patiently.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientConfig {
+    /// 30 s per request (a large put on a slow link), 10 s to connect, [`RetryPolicy::default`].
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A client for one VSS server. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct VssClient {
+    base_url: String,
+    http: reqwest::Client,
+    auth: Arc<dyn AuthProvider>,
+    config: ClientConfig,
+}
+
+impl std::fmt::Debug for VssClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VssClient")
+            .field("base_url", &self.base_url)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the VSS HTTP client: {source}")]
+#[non_exhaustive]
+pub struct BuildError {
+    #[source]
+    source: reqwest::Error,
+}
+
+impl VssClient {
+    /// A client for the server whose VSS endpoints live under `base_url` (for Till's server and the
+    /// reference server, `http://host:port/vss`), sending `auth`'s headers with every request.
+    pub fn new(
+        base_url: impl Into<String>,
+        auth: impl AuthProvider + 'static,
+        config: ClientConfig,
+    ) -> Result<Self, BuildError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|source| BuildError { source })?;
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        Ok(VssClient {
+            base_url,
+            http,
+            auth: Arc::new(auth),
+            config,
+        })
+    }
+
+    /// The base URL the calls go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The current value and version of `key` in `store_id`. A missing key is
+    /// [`Error::NoSuchKey`].
+    pub async fn get_object(&self, store_id: &str, key: &str) -> Result<KeyValue, Error> {
+        let request = GetObjectRequest {
+            store_id: store_id.to_owned(),
+            key: key.to_owned(),
+        };
+        let response: GetObjectResponse =
+            self.call(Operation::GetObject, &request)
+                .await
+                .map_err(|e| match e {
+                    Error::NoSuchKey { op, message, .. } => Error::NoSuchKey {
+                        op,
+                        store_id: store_id.to_owned(),
+                        key: key.to_owned(),
+                        message,
+                    },
+                    e => e,
+                })?;
+        response.value.ok_or_else(|| Error::UnexpectedResponse {
+            op: Operation::GetObject,
+            status: 200,
+            attempts: 1,
+            detail: "success response without a value".into(),
+        })
+    }
+
+    /// Writes and deletes in one all-or-nothing transaction. A version mismatch anywhere is
+    /// [`Error::Conflict`] and changes nothing.
+    ///
+    /// A put that timed out or lost its connection is retried; if the first attempt did land, the
+    /// retry then answers [`Error::Conflict`] for conditional items. Callers that need to tell
+    /// "already applied" from "someone else wrote" must re-read and compare.
+    pub async fn put_objects(&self, request: &PutObjectRequest) -> Result<(), Error> {
+        let _: PutObjectResponse = self.call(Operation::PutObjects, request).await?;
+        Ok(())
+    }
+
+    /// Deletes `key` at `version` (-1: whatever version). Deleting a missing key, or at another
+    /// version, succeeds and changes nothing.
+    pub async fn delete_object(
+        &self,
+        store_id: &str,
+        key: &str,
+        version: i64,
+    ) -> Result<(), Error> {
+        let request = DeleteObjectRequest {
+            store_id: store_id.to_owned(),
+            key_value: Some(KeyValue::new(key, version, Vec::new())),
+        };
+        let _: DeleteObjectResponse = self.call(Operation::DeleteObject, &request).await?;
+        Ok(())
+    }
+
+    /// One page of keys and versions, newest first.
+    pub async fn list_key_versions(
+        &self,
+        request: &ListKeyVersionsRequest,
+    ) -> Result<ListKeyVersionsResponse, Error> {
+        self.call(Operation::ListKeyVersions, request).await
+    }
+
+    /// Every key (with `prefix`, if given) and its version, following the pages to the end, with
+    /// the global version from the first page.
+    pub async fn list_all_key_versions(
+        &self,
+        store_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<(Vec<KeyValue>, i64), Error> {
+        let mut keys = Vec::new();
+        let mut global_version = 0;
+        let mut page_token = None;
+        loop {
+            let request = ListKeyVersionsRequest {
+                store_id: store_id.to_owned(),
+                key_prefix: prefix.map(str::to_owned),
+                page_size: None,
+                page_token: page_token.take(),
+            };
+            let page = self.list_key_versions(&request).await?;
+            if request.page_token.is_none() {
+                global_version = page.global_version.unwrap_or(0);
+            }
+            keys.extend(page.key_versions);
+            match page.next_page_token {
+                Some(token) if !token.is_empty() => page_token = Some(token),
+                _ => return Ok((keys, global_version)),
+            }
+        }
+    }
+
+    async fn call<Rq: Message, Rs: Message + Default>(
+        &self,
+        op: Operation,
+        request: &Rq,
+    ) -> Result<Rs, Error> {
+        let body = request.encode_to_vec();
+        let url = format!("{}/{}", self.base_url, op.path());
+        let mut attempt = 1;
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        loop {
+            match self.attempt(op, &url, &body).await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => {
+                    error.set_attempts(attempt);
+                    if !error.is_transient() || attempt >= self.config.retry.max_attempts {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(self.config.retry.backoff(attempt, &mut rng)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt<Rs: Message + Default>(
+        &self,
+        op: Operation,
+        url: &str,
+        body: &[u8],
+    ) -> Result<Rs, Error> {
+        let headers = self
+            .auth
+            .headers(body)
+            .await
+            .map_err(|source| Error::AuthProvider { op, source })?;
+        let transport = |source: reqwest::Error| {
+            if source.is_timeout() {
+                Error::Timeout {
+                    op,
+                    url: url.to_owned(),
+                    timeout: self.config.request_timeout,
+                    attempts: 1,
+                }
+            } else {
+                Error::Connection {
+                    op,
+                    url: url.to_owned(),
+                    attempts: 1,
+                    source,
+                }
+            }
+        };
+        let response = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .headers(headers)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let payload = response.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            return Rs::decode(&payload[..]).map_err(|e| Error::UnexpectedResponse {
+                op,
+                status,
+                attempts: 1,
+                detail: format!("success body does not decode as the response message: {e}"),
+            });
+        }
+        Err(error_from_response(op, status, &payload))
+    }
+}
+
+/// Maps an error response by its `error_code` (never by the status alone).
+fn error_from_response(op: Operation, status: u16, payload: &[u8]) -> Error {
+    let Ok(response) = ErrorResponse::decode(payload) else {
+        return Error::UnexpectedResponse {
+            op,
+            status,
+            attempts: 1,
+            detail: format!(
+                "error body ({} bytes) is not a VSS ErrorResponse",
+                payload.len()
+            ),
+        };
+    };
+    let message = response.message.clone();
+    match ErrorCode::from_i32(response.error_code).ok_or(()) {
+        Ok(ErrorCode::ConflictException) => Error::Conflict { op, message },
+        Ok(ErrorCode::NoSuchKeyException) => Error::NoSuchKey {
+            op,
+            store_id: String::new(),
+            key: String::new(),
+            message,
+        },
+        Ok(ErrorCode::InvalidRequestException) => Error::InvalidRequest {
+            op,
+            status,
+            message,
+        },
+        Ok(ErrorCode::AuthException) => Error::Auth { op, message },
+        Ok(ErrorCode::InternalServerException) => Error::Internal {
+            op,
+            attempts: 1,
+            message,
+        },
+        Ok(ErrorCode::Unknown) | Err(_) => Error::UnknownErrorCode {
+            op,
+            status,
+            code: response.error_code,
+            message,
+        },
+    }
+}
+
+use rand::SeedableRng;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(code: ErrorCode) -> Vec<u8> {
+        ErrorResponse {
+            error_code: code as i32,
+            message: "m".into(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn errors_are_decided_by_code_not_status() {
+        // An old server sends every error as 500: the code still decides.
+        let e = error_from_response(
+            Operation::PutObjects,
+            500,
+            &encoded(ErrorCode::ConflictException),
+        );
+        assert!(matches!(e, Error::Conflict { .. }));
+        assert!(!e.is_transient());
+        let e = error_from_response(
+            Operation::GetObject,
+            500,
+            &encoded(ErrorCode::NoSuchKeyException),
+        );
+        assert!(matches!(e, Error::NoSuchKey { .. }));
+        let e = error_from_response(
+            Operation::GetObject,
+            500,
+            &encoded(ErrorCode::AuthException),
+        );
+        assert!(matches!(e, Error::Auth { .. }) && !e.is_transient());
+        let e = error_from_response(
+            Operation::GetObject,
+            409,
+            &encoded(ErrorCode::InternalServerException),
+        );
+        assert!(matches!(e, Error::Internal { .. }) && e.is_transient());
+    }
+
+    #[test]
+    fn undecodable_error_bodies_are_transient_only_for_5xx() {
+        let e = error_from_response(Operation::GetObject, 502, b"<html>bad gateway</html>");
+        assert!(matches!(e, Error::UnexpectedResponse { status: 502, .. }) && e.is_transient());
+        let e = error_from_response(Operation::GetObject, 404, b"<html>not found</html>");
+        assert!(!e.is_transient());
+    }
+}
