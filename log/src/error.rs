@@ -204,20 +204,6 @@ pub enum VerifyError {
         /// Which rule it breaks.
         reason: FoldError,
     },
-    /// The stored head does not match the last event.
-    #[error(
-        "stored head (seq {stored_seq}, {stored_hash}) does not match the events (seq {seq}, {hash})"
-    )]
-    HeadMismatch {
-        /// Seq in the stored head.
-        stored_seq: u64,
-        /// Hash in the stored head.
-        stored_hash: Hash,
-        /// Last seq of the events.
-        seq: u64,
-        /// Hash of the last event.
-        hash: Hash,
-    },
     /// The materialized state differs from the fold of the events (L1).
     #[error("materialized state differs from the events at key {key}: {reason}")]
     StateMismatch {

@@ -33,6 +33,8 @@
 mod clock;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 pub mod segment;
 mod state;

@@ -27,7 +27,6 @@ const HISTORY: TableDefinition<'_, (&str, &str, &str, u64), u64> = TableDefiniti
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
 const META_FORMAT: &str = "format";
-const META_HEAD: &str = "head";
 const META_BASE: &str = "base";
 const META_SHIPPED: &str = "shipped";
 
@@ -244,8 +243,6 @@ impl Log {
                 None => {
                     meta.insert(META_FORMAT, [LOG_FORMAT_VERSION].as_slice())
                         .map_err(StorageError::from)?;
-                    meta.insert(META_HEAD, Head::default().encode().as_slice())
-                        .map_err(StorageError::from)?;
                     meta.insert(META_SHIPPED, 0u64.to_le_bytes().as_slice())
                         .map_err(StorageError::from)?;
                 }
@@ -367,8 +364,8 @@ impl Log {
             let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
             let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
-            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
-            let mut head = read_head(&meta).map_err(AppendError::Corrupt)?;
+            let meta = txn.open_table(META).map_err(StorageError::from)?;
+            let mut head = head_of(&events, &meta).map_err(AppendError::Corrupt)?;
             let at_ms = self.options.clock.now_ms().max(head.at_ms);
             for (_, writes) in batches {
                 let mut results = Vec::with_capacity(writes.len());
@@ -432,8 +429,6 @@ impl Log {
                     head_seq: head.seq,
                 });
             }
-            meta.insert(META_HEAD, head.encode().as_slice())
-                .map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
         Ok(outcomes)
@@ -452,7 +447,7 @@ impl Log {
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
             let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
-            let mut h = read_head(&meta).map_err(ApplyError::Corrupt)?;
+            let mut h = head_of(&events, &meta).map_err(ApplyError::Corrupt)?;
             let shipped = read_shipped(&meta).map_err(ApplyError::Corrupt)?;
             if shipped < h.seq {
                 return Err(ApplyError::UnshippedLocal {
@@ -502,8 +497,6 @@ impl Log {
                     at_ms: event.at_ms,
                 };
             }
-            meta.insert(META_HEAD, h.encode().as_slice())
-                .map_err(StorageError::from)?;
             meta.insert(META_SHIPPED, h.seq.to_le_bytes().as_slice())
                 .map_err(StorageError::from)?;
             head = h;
@@ -524,7 +517,8 @@ impl Log {
         };
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
-            let current = read_head(&meta).map_err(ApplyError::Corrupt)?;
+            let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let current = head_of(&events, &meta).map_err(ApplyError::Corrupt)?;
             if current.seq != 0 {
                 return Err(ApplyError::DoesNotContinue(crate::FoldError::Seq {
                     expected: current.seq + 1,
@@ -546,8 +540,6 @@ impl Log {
                 base.insert(tuple, bytes.as_slice())
                     .map_err(StorageError::from)?;
             }
-            meta.insert(META_HEAD, head.encode().as_slice())
-                .map_err(StorageError::from)?;
             meta.insert(META_BASE, head.encode().as_slice())
                 .map_err(StorageError::from)?;
             meta.insert(META_SHIPPED, head.seq.to_le_bytes().as_slice())
@@ -561,7 +553,8 @@ impl Log {
     pub fn head(&self) -> Result<Head, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
-        read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        head_of(&events, &meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })
     }
 
     /// The point the log starts from: seq 0 for a log holding every event, or
@@ -705,7 +698,8 @@ impl Log {
         let txn = self.db.begin_write().map_err(StorageError::from)?;
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
-            let head = read_head(&meta).map_err(OutboxError::Corrupt)?;
+            let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let head = head_of(&events, &meta).map_err(OutboxError::Corrupt)?;
             if seq > head.seq {
                 return Err(OutboxError::BeyondHead {
                     requested: seq,
@@ -726,7 +720,9 @@ impl Log {
     pub fn state(&self) -> Result<State, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
-        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let head =
+            head_of(&events, &meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
         let state = txn.open_table(STATE).map_err(StorageError::from)?;
         let entries = read_entries(&state)?;
         Ok(State::from_parts(entries, head.seq, head.hash, head.at_ms))
@@ -738,7 +734,9 @@ impl Log {
     pub fn replay(&self, to_seq: u64) -> Result<State, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
-        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let head =
+            head_of(&events, &meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
         if to_seq > head.seq {
             return Err(ReadError::BeyondHead {
                 requested: to_seq,
@@ -761,7 +759,6 @@ impl Log {
             let table = txn.open_table(BASE).map_err(StorageError::from)?;
             State::from_parts(read_entries(&table)?, base.seq, base.hash, base.at_ms)
         };
-        let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
         for item in events
             .range(base.seq + 1..=to_seq)
             .map_err(StorageError::from)?
@@ -779,9 +776,10 @@ impl Log {
     pub fn seq_at(&self, at_ms: u64) -> Result<u64, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
-        let head = read_head(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
-        let base = read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+        let head =
+            head_of(&events, &meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let base = read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
         // Invariant: every seq <= lo is at or before `at_ms`, every seq > hi after it.
         let (mut lo, mut hi) = (base.seq, head.seq);
         if base.seq > 0 && base.at_ms > at_ms {
@@ -810,14 +808,13 @@ impl Log {
         self.replay(self.seq_at(at_ms)?)
     }
 
-    /// Recomputes the whole chain (L3) and checks seqs, versions (L2), time
-    /// order, the stored head and the materialized state (L1) against the
-    /// events. Names the first bad seq.
+    /// Recomputes the whole chain (L3) from the base and checks seqs, versions
+    /// (L2), time order and the materialized state (L1) against the events.
+    /// Names the first bad seq.
     pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
         let corrupt_meta = |reason: String| VerifyError::Corrupt { seq: 0, reason };
-        let stored_head = read_head(&meta).map_err(corrupt_meta)?;
         let base = read_base(&meta).map_err(corrupt_meta)?;
         let mut state = if base.seq == 0 {
             State::new()
@@ -869,14 +866,11 @@ impl Log {
             state.apply_unchecked(&event, Hash::of_record(record.value()));
             count += 1;
         }
-        if state.seq() != stored_head.seq || state.hash() != stored_head.hash {
-            return Err(VerifyError::HeadMismatch {
-                stored_seq: stored_head.seq,
-                stored_hash: stored_head.hash,
-                seq: state.seq(),
-                hash: state.hash(),
-            });
-        }
+        let head = Head {
+            seq: state.seq(),
+            hash: state.hash(),
+            at_ms: state.at_ms(),
+        };
         let table = txn.open_table(STATE).map_err(StorageError::from)?;
         let stored = read_entries(&table).map_err(|e| VerifyError::Corrupt {
             seq: 0,
@@ -912,7 +906,7 @@ impl Log {
         Ok(VerifyReport {
             events: count,
             first_seq: base.seq + 1,
-            head: stored_head,
+            head,
             keys: folded.len() as u64,
         })
     }
@@ -939,10 +933,26 @@ fn read_entries(
     Ok(entries)
 }
 
-fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Head, String> {
-    match meta.get(META_HEAD).map_err(|e| e.to_string())? {
-        Some(v) => Head::decode(v.value()),
-        None => Err("the head record is missing".into()),
+/// The head is the last event (its seq, record hash and time), or the
+/// snapshot base when the log holds no event. Nothing else stores it, so it
+/// cannot disagree with the events.
+fn head_of(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Head, String> {
+    match events.last().map_err(|e| e.to_string())? {
+        Some((seq, record)) => {
+            let record = record.value();
+            let event = Event::decode(record).map_err(|e| {
+                format!("the last event (seq {}) does not decode: {e}", seq.value())
+            })?;
+            Ok(Head {
+                seq: seq.value(),
+                hash: Hash::of_record(record),
+                at_ms: event.at_ms,
+            })
+        }
+        None => read_base(meta),
     }
 }
 

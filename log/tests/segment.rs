@@ -45,13 +45,17 @@ fn round_trip_with_and_without_compression() {
     }
     let plain = seal_segment(&evs, &key(), &Binding::new(STORE, NAME), false).unwrap();
     let small = seal_segment(&evs, &key(), &Binding::new(STORE, NAME), true).unwrap();
-    assert!(small.len() < plain.len(), "compression should help repetitive events");
+    assert!(
+        small.len() < plain.len(),
+        "compression should help repetitive events"
+    );
 }
 
 #[test]
 fn every_single_byte_flip_is_refused_with_the_right_error() {
     for compress in [false, true] {
-        let sealed = seal_segment(&events(5), &key(), &Binding::new(STORE, NAME), compress).unwrap();
+        let sealed =
+            seal_segment(&events(5), &key(), &Binding::new(STORE, NAME), compress).unwrap();
         for i in 0..sealed.len() {
             for mask in [0x01u8, 0x80, 0xff] {
                 let mut bad = sealed.clone();
@@ -99,8 +103,12 @@ fn another_name_store_key_or_kind_is_refused() {
         SegmentError::WrongStore("store-b".into())
     );
     assert_eq!(
-        open_segment(&sealed, &SealKey::from_bytes([43; 32]), &Binding::new(STORE, NAME))
-            .unwrap_err(),
+        open_segment(
+            &sealed,
+            &SealKey::from_bytes([43; 32]),
+            &Binding::new(STORE, NAME)
+        )
+        .unwrap_err(),
         SegmentError::WrongKey
     );
     assert_eq!(
@@ -149,8 +157,14 @@ fn unknown_format_version_is_refused() {
 
 #[test]
 fn authentic_but_undecodable_payload_is_malformed() {
-    let sealed = seal(Kind::Segment, b"\xff\xff\xff", &key(), &Binding::new(STORE, NAME), false)
-        .unwrap();
+    let sealed = seal(
+        Kind::Segment,
+        b"\xff\xff\xff",
+        &key(),
+        &Binding::new(STORE, NAME),
+        false,
+    )
+    .unwrap();
     assert!(matches!(
         open_segment(&sealed, &key(), &Binding::new(STORE, NAME)).unwrap_err(),
         SegmentError::Malformed(_)
