@@ -1,4 +1,10 @@
 //! Shared helpers for Till's cross-crate tests.
+//!
+//! [`ldk`] runs ldk-node nodes against an in-process `till-devnet` chain: starting the chain and
+//! nodes, funding from the faucet, waiting for events with timeouts, opening channels, paying,
+//! and reading the fees the nodes paid from the chain itself.
+
+pub mod ldk;
 pub mod postgres;
 pub mod server;
 pub mod vss_conformance;

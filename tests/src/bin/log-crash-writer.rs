@@ -11,7 +11,11 @@ use till_log::{Key, Log, Write};
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: log-crash-writer PATH ROUND");
-    let round: u32 = args.next().expect("ROUND").parse().expect("ROUND is a number");
+    let round: u32 = args
+        .next()
+        .expect("ROUND")
+        .parse()
+        .expect("ROUND is a number");
     let log = Arc::new(Log::open(&path).expect("open log"));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     println!("ready");
@@ -25,7 +29,11 @@ fn main() {
                     // Every third append is a two-write batch with a delete.
                     let mut writes = vec![Write::put(key.clone(), value.clone().into_bytes())];
                     if i % 3 == 0 {
-                        writes.push(Write::delete(Key::new("crash", format!("t{t}"), format!("k{}", (i + 5) % 17))));
+                        writes.push(Write::delete(Key::new(
+                            "crash",
+                            format!("t{t}"),
+                            format!("k{}", (i + 5) % 17),
+                        )));
                     }
                     let outcome = log.append(writes).expect("append");
                     let seq = outcome.results[0].expect("put appends").seq;

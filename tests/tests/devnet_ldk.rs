@@ -1,0 +1,212 @@
+//! Two ldk-node nodes on the in-process devnet: channels, payments both ways, cooperative and
+//! force closes with sweeps, and reorgs the nodes must notice. Balances are checked to the sat
+//! against the fees the chain shows the nodes paid.
+
+use ldk_node::Event;
+use ldk_node::bitcoin::{Amount, Txid};
+use ldk_node::payment::{ConfirmationStatus, PaymentKind};
+use till_tests::ldk::{
+    TestChain, TestNode, all_on_chain, fund_node, funded_pair, lightning_balance_sats,
+    mine_and_sync, mine_until_settled, open_channel, pay, start_node, swept, sync, wait_event,
+};
+
+const FUNDING: Amount = Amount::from_sat(1_000_000);
+const CAPACITY_SATS: u64 = 400_000;
+
+fn wait_closed(node: &TestNode) {
+    wait_event(node, "ChannelClosed", |event| {
+        matches!(event, Event::ChannelClosed { .. }).then_some(())
+    });
+}
+
+#[test]
+fn cooperative_close_after_payments_both_ways() {
+    let pair = funded_pair(FUNDING);
+    let (chain, alice, bob) = (&pair.chain, &pair.alice, &pair.bob);
+
+    let (channel, funding) = open_channel(chain, alice, bob, CAPACITY_SATS, 0);
+    // Each payment stays under the peer's default in-flight limit, 10% of the capacity.
+    pay(alice, bob, 30_000_000);
+    pay(bob, alice, 10_000_000);
+    assert_eq!(lightning_balance_sats(bob), 20_000);
+
+    alice
+        .close_channel(&channel, bob.node_id())
+        .expect("alice starts a cooperative close");
+    wait_closed(alice);
+    wait_closed(bob);
+    let closing = chain.wait_for_spend(&funding);
+    mine_and_sync(chain, 1, &[alice, bob]);
+    assert!(chain.is_confirmed(&closing));
+    mine_until_settled(
+        chain,
+        &[alice, bob],
+        10,
+        1,
+        "the close to settle",
+        all_on_chain,
+    );
+
+    // Bob funded nothing and paid no fee: he holds his funding plus the 20,000 sat net he received.
+    let bob_sats = bob.list_balances().total_onchain_balance_sats;
+    assert_eq!(bob_sats, FUNDING.to_sat() + 20_000);
+    // Alice paid the funding and closing fees; together nothing is lost.
+    let alice_sats = alice.list_balances().total_onchain_balance_sats;
+    let fees = chain.fees_paid_above(pair.funded_height);
+    assert!(fees > 0, "the funding and closing transactions pay fees");
+    assert_eq!(
+        alice_sats + bob_sats + fees,
+        pair.funded_sats,
+        "alice {alice_sats} + bob {bob_sats} + fees {fees} must equal what the faucet paid"
+    );
+}
+
+#[test]
+fn force_close_and_both_sweep_after_the_timelocks() {
+    let pair = funded_pair(FUNDING);
+    let (chain, alice, bob) = (&pair.chain, &pair.alice, &pair.bob);
+
+    let (channel, funding) = open_channel(chain, alice, bob, CAPACITY_SATS, 0);
+    pay(alice, bob, 35_000_000);
+    pay(bob, alice, 5_000_000);
+
+    alice
+        .force_close_channel(&channel, bob.node_id(), None)
+        .expect("alice force-closes");
+    wait_closed(alice);
+    wait_closed(bob);
+    let commitment = chain.wait_for_spend(&funding);
+    mine_and_sync(chain, 1, &[alice, bob]);
+    assert!(
+        chain.is_confirmed(&commitment),
+        "the commitment transaction confirms"
+    );
+
+    // Alice's output waits out her to_self_delay (144 blocks by default); six blocks a round.
+    mine_until_settled(
+        chain,
+        &[alice, bob],
+        40,
+        6,
+        "both sweeps to settle",
+        |node| swept(chain, node),
+    );
+
+    let alice_sats = alice.list_balances().total_onchain_balance_sats;
+    let bob_sats = bob.list_balances().total_onchain_balance_sats;
+    let fees = chain.fees_paid_above(pair.funded_height);
+    // The commitment's anchor outputs (330 sat each) are left unspent when no fee bump needs them:
+    // they leave the nodes' balances without being fees.
+    let stranded: u64 = chain
+        .unspent_outputs(&commitment)
+        .iter()
+        .map(|&(vout, value)| {
+            assert_eq!(value, 330, "only anchors stay unswept, not output {vout}");
+            value
+        })
+        .sum();
+    assert!(
+        bob_sats > FUNDING.to_sat() + 25_000,
+        "bob swept his 30,000 sat: {bob_sats}"
+    );
+    assert_eq!(
+        alice_sats + bob_sats + fees + stranded,
+        pair.funded_sats,
+        "alice {alice_sats} + bob {bob_sats} + fees {fees} + anchors {stranded} must equal what the faucet paid"
+    );
+}
+
+fn onchain_status(node: &TestNode, txid: &Txid) -> ConfirmationStatus {
+    node.list_payments()
+        .into_iter()
+        .find_map(|payment| match payment.kind {
+            PaymentKind::Onchain { txid: t, status } if t == *txid => Some(status),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{} has no on-chain payment {txid}", node.name))
+}
+
+#[test]
+fn a_reorg_unconfirms_transactions_for_both_nodes() {
+    let chain = TestChain::start();
+    let alice = start_node(&chain, "alice");
+    let bob = start_node(&chain, "bob");
+    let alice_funding = fund_node(&chain, &alice, FUNDING);
+    let bob_funding = fund_node(&chain, &bob, FUNDING);
+    // Bob's funding is in the tip block; alice's one below.
+    let height = chain.height();
+    sync(&[&alice, &bob]);
+    assert!(matches!(
+        onchain_status(&bob, &bob_funding),
+        ConfirmationStatus::Confirmed { height: h, .. } if h == height
+    ));
+
+    // Replace the tip: bob's funding goes back to the mempool, alice's stays confirmed.
+    let reorg = chain.reorg(1);
+    assert_eq!(reorg.returned_to_mempool, vec![bob_funding]);
+    sync(&[&alice, &bob]);
+    assert_eq!(
+        onchain_status(&bob, &bob_funding),
+        ConfirmationStatus::Unconfirmed
+    );
+    assert!(matches!(
+        onchain_status(&alice, &alice_funding),
+        ConfirmationStatus::Confirmed { .. }
+    ));
+    assert_eq!(bob.list_balances().spendable_onchain_balance_sats, 0);
+
+    // Mined again, it is confirmed in the new block.
+    mine_and_sync(&chain, 1, &[&alice, &bob]);
+    assert!(matches!(
+        onchain_status(&bob, &bob_funding),
+        ConfirmationStatus::Confirmed { height: h, .. } if h == height + 2
+    ));
+
+    // LDK's side: a channel funding with two confirmations loses them in a deeper reorg.
+    let channel = alice
+        .open_channel(bob.node_id(), bob.listen.clone(), CAPACITY_SATS, None, None)
+        .expect("alice opens a channel");
+    let funding = wait_event(&alice, "ChannelPending", |event| match event {
+        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
+        _ => None,
+    });
+    wait_event(&bob, "ChannelPending", |event| {
+        matches!(event, Event::ChannelPending { .. }).then_some(())
+    });
+    chain.wait_for_tx(&funding.txid);
+    mine_and_sync(&chain, 2, &[&alice, &bob]);
+    let confirmations = |node: &TestNode| {
+        node.list_channels()
+            .into_iter()
+            .find(|c| c.funding_txo == Some(funding))
+            .expect("the channel is listed")
+            .confirmations
+            .unwrap_or(0)
+    };
+    assert_eq!(confirmations(&alice), 2);
+    assert_eq!(confirmations(&bob), 2);
+
+    let reorg = chain.reorg(2);
+    assert!(reorg.returned_to_mempool.contains(&funding.txid));
+    sync(&[&alice, &bob]);
+    assert_eq!(
+        confirmations(&alice),
+        0,
+        "alice notices the funding left the chain"
+    );
+    assert_eq!(
+        confirmations(&bob),
+        0,
+        "bob notices the funding left the chain"
+    );
+
+    // Confirmed again, the channel becomes ready as usual.
+    mine_and_sync(&chain, 6, &[&alice, &bob]);
+    wait_event(&alice, "ChannelReady", |event| {
+        matches!(event, Event::ChannelReady { .. }).then_some(())
+    });
+    wait_event(&bob, "ChannelReady", |event| {
+        matches!(event, Event::ChannelReady { .. }).then_some(())
+    });
+    let _ = channel;
+}
