@@ -15,7 +15,11 @@ fn main() {
                 seq,
                 key: Key::new("monitors", "", format!("k{}", seq % 2)),
                 version: (seq - 1) / 2,
-                op: if seq == 4 { Op::Delete } else { Op::Put(vec![seq as u8; 12]) },
+                op: if seq == 4 {
+                    Op::Delete
+                } else {
+                    Op::Put(vec![seq as u8; 12])
+                },
                 at_ms: 1_700_000_000_000 + seq,
                 device: DeviceId([3; 16]),
                 epoch: 1,

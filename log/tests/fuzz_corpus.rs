@@ -38,12 +38,9 @@ fn seeds_are_genuine() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/open_segment");
     let (key, store, name) = till_log::fuzzing::fuzz_key();
     let seed = std::fs::read(dir.join("segment-true")).unwrap();
-    let events = till_log::segment::open_segment(
-        &seed,
-        &key,
-        &till_log::segment::Binding::new(store, name),
-    )
-    .unwrap();
+    let events =
+        till_log::segment::open_segment(&seed, &key, &till_log::segment::Binding::new(store, name))
+            .unwrap();
     let mut state = till_log::State::new();
     for e in &events {
         state.apply(e).unwrap();

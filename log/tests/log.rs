@@ -344,6 +344,8 @@ fn reopen_keeps_everything_and_refuses_unknown_format() {
     );
 }
 
+type EventsTable<'t> = redb::Table<'t, u64, &'static [u8]>;
+
 #[test]
 fn verify_names_the_first_bad_seq() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,7 +358,7 @@ fn verify_names_the_first_bad_seq() {
         assert_eq!(log.verify().unwrap().events, 10);
     }
     let events_table = redb::TableDefinition::<u64, &[u8]>::new("events");
-    let edit = |f: &dyn Fn(&mut redb::Table<'_, u64, &[u8]>)| {
+    let edit = |f: &dyn Fn(&mut EventsTable<'_>)| {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {

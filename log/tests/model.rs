@@ -29,7 +29,11 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn key_of(i: u8) -> Key {
     // Two namespaces so listing is exercised across them.
-    Key::new(if i % 2 == 0 { "even" } else { "odd" }, "", format!("k{i}"))
+    Key::new(
+        if i.is_multiple_of(2) { "even" } else { "odd" },
+        "",
+        format!("k{i}"),
+    )
 }
 
 /// The model: every event as (key, version, value), and per key its

@@ -59,7 +59,10 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
                 .event(*seq)
                 .unwrap()
                 .unwrap_or_else(|| panic!("round {round}: acknowledged seq {seq} is missing"));
-            assert_eq!(&event.key.key, key, "round {round}: seq {seq} has another key");
+            assert_eq!(
+                &event.key.key, key,
+                "round {round}: seq {seq} has another key"
+            );
             assert_eq!(
                 event.op,
                 Op::Put(value.clone().into_bytes()),

@@ -28,7 +28,7 @@ fn main() {
                     let value = format!("r{round}-t{t}-i{i}");
                     // Every third append is a two-write batch with a delete.
                     let mut writes = vec![Write::put(key.clone(), value.clone().into_bytes())];
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         writes.push(Write::delete(Key::new(
                             "crash",
                             format!("t{t}"),
