@@ -179,7 +179,7 @@ async fn apply_put(
     let delete = tx
         .prepare_cached(
             "DELETE FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3
-             AND ($4 = -1 OR version = $4)",
+             AND ($4::BIGINT = -1 OR version = $4::BIGINT)",
         )
         .await
         .map_err(db("prepare"))?;
@@ -380,7 +380,7 @@ impl Storage for PostgresStorage {
         let stmt = client
             .prepare_cached(
                 "DELETE FROM till_objects WHERE user_id = $1 AND store_id = $2 AND key = $3
-                 AND ($4 = -1 OR version = $4)",
+                 AND ($4::BIGINT = -1 OR version = $4::BIGINT)",
             )
             .await
             .map_err(db("prepare"))?;

@@ -302,7 +302,7 @@ fn apply_put(
     // earlier items; nothing is written yet, so a conflict leaves nothing to undo.
     let mut original: HashMap<&str, Option<(i64, i64)>> = HashMap::new();
     // The final state of each touched key: (version, created, value) or deleted.
-    let mut planned: HashMap<&str, Option<(i64, i64, &[u8])>> = HashMap::new();
+    let mut planned: HashMap<&str, Planned<'_>> = HashMap::new();
     let mut order: Vec<&str> = Vec::new();
     let mut fresh = *next_created;
     for w in &tx.writes {
@@ -356,12 +356,12 @@ fn apply_put(
     for key in order {
         let before = original.get(key).copied().flatten();
         let after = planned.get(key).copied().flatten();
-        if let Some((_, created)) = before {
-            if after.is_none_or(|a| a.1 != created) {
-                t.by_creation
-                    .remove((user.0, store, created))
-                    .map_err(|e| err("remove creation index")(e.into()))?;
-            }
+        if let Some((_, created)) = before
+            && after.is_none_or(|a| a.1 != created)
+        {
+            t.by_creation
+                .remove((user.0, store, created))
+                .map_err(|e| err("remove creation index")(e.into()))?;
         }
         match after {
             Some((version, created, value)) => {
@@ -392,6 +392,9 @@ fn apply_put(
     Ok(Ok(()))
 }
 
+/// A key's state as a transaction plans it: (version, creation cursor, value), or deleted.
+type Planned<'v> = Option<(i64, i64, &'v [u8])>;
+
 fn take(counter: &mut u64) -> i64 {
     let v = *counter;
     *counter += 1;
@@ -405,7 +408,7 @@ fn state_of<'k>(
     store: &str,
     key: &'k str,
     original: &mut HashMap<&'k str, Option<(i64, i64)>>,
-    planned: &HashMap<&'k str, Option<(i64, i64, &[u8])>>,
+    planned: &HashMap<&'k str, Planned<'_>>,
     order: &mut Vec<&'k str>,
 ) -> Result<Option<(i64, i64)>, StoreError> {
     if let Some(p) = planned.get(key) {
@@ -427,15 +430,15 @@ fn apply_delete(
     key: &str,
     expected: i64,
 ) -> Result<(), StoreError> {
-    if let Some((version, created)) = current(t, user, store, key)? {
-        if expected == -1 || expected == version {
-            t.objects
-                .remove((user.0, store, key))
-                .map_err(|e| err("remove object")(e.into()))?;
-            t.by_creation
-                .remove((user.0, store, created))
-                .map_err(|e| err("remove creation index")(e.into()))?;
-        }
+    if let Some((version, created)) = current(t, user, store, key)?
+        && (expected == -1 || expected == version)
+    {
+        t.objects
+            .remove((user.0, store, key))
+            .map_err(|e| err("remove object")(e.into()))?;
+        t.by_creation
+            .remove((user.0, store, created))
+            .map_err(|e| err("remove creation index")(e.into()))?;
     }
     Ok(())
 }

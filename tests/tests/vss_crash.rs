@@ -1,0 +1,151 @@
+//! Crash safety of till-server: SIGKILL the server process in the middle of a stream of puts,
+//! restart it, and check that every put answered 200 is there and that no put is half-applied.
+//!
+//! Each writer's put number `i` is one transaction of two items: it creates `w{n}/item{i}` and moves
+//! `w{n}/counter` from version `i` to `i + 1`. After a restart, a counter at version `V` must come
+//! with exactly the items `0..V`: an item without its counter bump (or the reverse) is a torn
+//! transaction. `V` must cover every acknowledged put and exceed it by at most the one put that was
+//! in flight when the server died.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_vss::{BearerToken, ClientConfig, KeyValue, PutObjectRequest, RetryPolicy, VssClient};
+
+const WRITERS: u64 = 8;
+const ROUNDS: usize = 6;
+const STORE: &str = "crash";
+
+fn client(url: &str, token: &str) -> VssClient {
+    let config = ClientConfig {
+        retry: RetryPolicy::never(),
+        request_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    VssClient::new(url, BearerToken::new(token).unwrap(), config).unwrap()
+}
+
+/// Puts until the server dies; returns how many of its puts were answered 200.
+async fn writer(client: VssClient, n: u64, mut next: i64, acked: Arc<AtomicU64>) {
+    loop {
+        let request = PutObjectRequest {
+            store_id: STORE.into(),
+            global_version: None,
+            transaction_items: vec![
+                KeyValue::new(format!("w{n}/item{next}"), 0, vec![n as u8; 512]),
+                KeyValue::new(format!("w{n}/counter"), next, next.to_be_bytes().to_vec()),
+            ],
+            delete_items: vec![],
+        };
+        match client.put_objects(&request).await {
+            Ok(()) => {
+                acked.store(next as u64 + 1, Ordering::SeqCst);
+                next += 1;
+            }
+            Err(e) => {
+                assert!(
+                    e.is_transient() || matches!(e, till_vss::Error::UnexpectedResponse { .. }),
+                    "writer {n}: only transport failures are expected while the server dies, got {e}"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The counter version of writer `n` after a restart, checking its items match it exactly.
+async fn verify(client: &VssClient, n: u64, acked: u64) -> i64 {
+    let counter = match client.get_object(STORE, &format!("w{n}/counter")).await {
+        Ok(kv) => kv.version,
+        Err(till_vss::Error::NoSuchKey { .. }) => 0,
+        Err(e) => panic!("reading writer {n}'s counter: {e}"),
+    };
+    assert!(
+        counter as u64 >= acked,
+        "writer {n}: {acked} puts were acknowledged but the counter is at {counter}"
+    );
+    assert!(
+        counter as u64 <= acked + 1,
+        "writer {n}: counter {counter} is ahead of {acked} acknowledged puts + 1 in flight"
+    );
+    let (keys, _) = client
+        .list_all_key_versions(STORE, Some(&format!("w{n}/item")))
+        .await
+        .unwrap();
+    let mut items: Vec<i64> = keys
+        .iter()
+        .map(|k| k.key.rsplit("item").next().unwrap().parse().unwrap())
+        .collect();
+    items.sort();
+    let expected: Vec<i64> = (0..counter).collect();
+    assert_eq!(
+        items, expected,
+        "writer {n}: items must be exactly 0..{counter} (a torn transaction otherwise)"
+    );
+    if counter > 0 {
+        let last = client
+            .get_object(STORE, &format!("w{n}/item{}", counter - 1))
+            .await
+            .unwrap();
+        assert_eq!(last.value, vec![n as u8; 512]);
+    }
+    counter
+}
+
+async fn crash_loop(store: StoreArg) {
+    let bin = server_binary();
+    let token = add_user(&bin, &store, "crash");
+    let mut server = TillServer::start(&bin, store, &[]);
+    let mut next = vec![0i64; WRITERS as usize];
+    let mut total_acked = 0;
+    for round in 0..ROUNDS {
+        let c = client(&server.vss_url(), &token);
+        let acked: Vec<_> = next
+            .iter()
+            .map(|&v| Arc::new(AtomicU64::new(v as u64)))
+            .collect();
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|n| {
+                tokio::spawn(writer(
+                    c.clone(),
+                    n,
+                    next[n as usize],
+                    acked[n as usize].clone(),
+                ))
+            })
+            .collect();
+        let delay = 150 + rand::random::<u64>() % 400;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        server.restart();
+        let c = client(&server.vss_url(), &token);
+        for n in 0..WRITERS {
+            let acked_n = acked[n as usize].load(Ordering::SeqCst);
+            total_acked += acked_n - next[n as usize] as u64;
+            next[n as usize] = verify(&c, n, acked_n).await;
+        }
+        eprintln!("round {round}: killed after {delay} ms; counters {next:?}");
+    }
+    assert!(
+        total_acked > 0,
+        "the server must have acknowledged some puts before being killed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_puts_loses_no_acknowledged_put_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_loop(StoreArg::DataDir(dir.path().join("data"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_puts_loses_no_acknowledged_put_postgres() {
+    let Some(url) = till_tests::postgres::fresh_database() else {
+        return;
+    };
+    crash_loop(StoreArg::DatabaseUrl(url)).await;
+}
