@@ -474,9 +474,10 @@ pub fn swept(chain: &TestChain, node: &TestNode) -> bool {
 
 /// Shared wiring for channel tests: a devnet and two funded nodes.
 pub struct Pair {
-    pub chain: TestChain,
+    // Fields drop in order: the nodes stop before their chain does.
     pub alice: TestNode,
     pub bob: TestNode,
+    pub chain: TestChain,
     /// Total the faucet paid the two nodes.
     pub funded_sats: u64,
     /// The height at which both fundings were confirmed; every later non-faucet transaction is the
@@ -493,9 +494,9 @@ pub fn funded_pair(amount: Amount) -> Pair {
     fund_node(&chain, &bob, amount);
     let funded_height = chain.height();
     Pair {
-        chain,
         alice,
         bob,
+        chain,
         funded_sats: amount.to_sat() * 2,
         funded_height,
     }

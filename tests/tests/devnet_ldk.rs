@@ -163,7 +163,7 @@ fn a_reorg_unconfirms_transactions_for_both_nodes() {
     ));
 
     // LDK's side: a channel funding with two confirmations loses them in a deeper reorg.
-    let channel = alice
+    alice
         .open_channel(bob.node_id(), bob.listen.clone(), CAPACITY_SATS, None, None)
         .expect("alice opens a channel");
     let funding = wait_event(&alice, "ChannelPending", |event| match event {
@@ -208,5 +208,4 @@ fn a_reorg_unconfirms_transactions_for_both_nodes() {
     wait_event(&bob, "ChannelReady", |event| {
         matches!(event, Event::ChannelReady { .. }).then_some(())
     });
-    let _ = channel;
 }

@@ -167,8 +167,13 @@ impl Devnet {
             let _ = stop.send(());
         }
         match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
             None => Ok(()),
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                // Cancelled: the runtime is shutting down, and the server with it.
+                Err(_) => Ok(()),
+            },
         }
     }
 }
