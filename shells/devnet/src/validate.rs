@@ -405,3 +405,78 @@ fn script_type(script: &bitcoin::Script) -> &'static str {
         "non-standard"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::{ScriptBuf, Sequence, TxIn, Witness, transaction};
+
+    use super::*;
+
+    fn tx(lock_time: u32, sequence: u32) -> Transaction {
+        Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::from_consensus(lock_time),
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence(sequence),
+                witness: Witness::new(),
+            }],
+            output: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn height_locktime_is_final_below_the_next_height() {
+        assert!(check_final(&tx(0, 0), 10, 0).is_ok());
+        assert!(check_final(&tx(9, 0), 10, 0).is_ok());
+        assert!(matches!(
+            check_final(&tx(10, 0), 10, 0),
+            Err(Rejection::LocktimeHeight {
+                blocks_needed: 1,
+                ..
+            })
+        ));
+        // Final sequences disable the locktime.
+        assert!(check_final(&tx(10, u32::MAX), 10, 0).is_ok());
+    }
+
+    #[test]
+    fn time_locktime_compares_with_median_time_past() {
+        let lock = 1_700_000_000;
+        assert!(check_final(&tx(lock, 0), 1, lock + 1).is_ok());
+        assert!(matches!(
+            check_final(&tx(lock, 0), 1, lock),
+            Err(Rejection::LocktimeTime { .. })
+        ));
+    }
+
+    #[test]
+    fn relative_height_lock_counts_confirmations_at_the_next_block() {
+        let chain = Chain::new();
+        // A coin confirmed at height 5 with a 3-block lock is spendable in block 8 (3 confs).
+        let locked = tx(0, 3);
+        assert!(check_sequence_locks(&chain, &locked, &[5], 8, 0).is_ok());
+        assert!(matches!(
+            check_sequence_locks(&chain, &locked, &[5], 7, 0),
+            Err(Rejection::RelativeHeight {
+                blocks_needed: 1,
+                ..
+            })
+        ));
+        // The disable flag and version 1 switch BIP68 off.
+        assert!(
+            check_sequence_locks(
+                &chain,
+                &tx(0, 3 | SEQUENCE_LOCKTIME_DISABLE_FLAG),
+                &[5],
+                7,
+                0
+            )
+            .is_ok()
+        );
+        let mut version_one = locked.clone();
+        version_one.version = transaction::Version::ONE;
+        assert!(check_sequence_locks(&chain, &version_one, &[5], 7, 0).is_ok());
+    }
+}
