@@ -25,6 +25,7 @@ const STATE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("st
 const BASE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("base");
 const HISTORY: TableDefinition<'_, (&str, &str, &str, u64), u64> = TableDefinition::new("history");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const LOCAL: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("local");
 
 const META_FORMAT: &str = "format";
 const META_BASE: &str = "base";
@@ -264,6 +265,7 @@ impl Log {
             txn.open_table(STATE).map_err(StorageError::from)?;
             txn.open_table(BASE).map_err(StorageError::from)?;
             txn.open_table(HISTORY).map_err(StorageError::from)?;
+            txn.open_table(LOCAL).map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
         Ok(Self {
@@ -547,6 +549,29 @@ impl Log {
         }
         txn.commit().map_err(StorageError::from)?;
         Ok(head)
+    }
+
+    /// Reads a device-local record: bookkeeping that is not part of the state,
+    /// never becomes an event and is never shipped (the device id, how far a
+    /// replica has pulled).
+    pub fn local_get(&self, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
+        let txn = self.db.begin_read().map_err(StorageError::from)?;
+        let local = txn.open_table(LOCAL).map_err(StorageError::from)?;
+        Ok(local
+            .get(name)
+            .map_err(StorageError::from)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a device-local record (see [`Log::local_get`]), durably.
+    pub fn local_put(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut local = txn.open_table(LOCAL)?;
+            local.insert(name, value)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The last event's seq, hash and time.

@@ -444,3 +444,21 @@ fn group_commit_from_many_threads_keeps_every_event() {
     let report = log.verify().unwrap();
     assert_eq!((report.events, report.keys), (400, 400));
 }
+
+#[test]
+fn local_records_are_not_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    {
+        let log = Log::open(&path).unwrap();
+        assert_eq!(log.local_get("device").unwrap(), None);
+        log.local_put("device", b"abc").unwrap();
+        assert_eq!(log.head().unwrap().seq, 0);
+    }
+    let log = Log::open(&path).unwrap();
+    assert_eq!(
+        log.local_get("device").unwrap().as_deref(),
+        Some(&b"abc"[..])
+    );
+    assert!(log.pending(10).unwrap().is_empty());
+}
