@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -225,14 +226,10 @@ impl Drop for TestNode {
     }
 }
 
-/// Builds and starts a regtest node on a free local port, syncing only when told to (background
-/// sync is off so tests decide when the node sees new blocks).
-pub fn start_node(chain: &TestChain, name: &'static str) -> TestNode {
-    let storage = tempfile::tempdir().expect("a temporary directory");
-    let listen = SocketAddress::TcpIpV4 {
-        addr: [127, 0, 0, 1],
-        port: free_port(),
-    };
+/// A builder for a regtest node on `chain`, storing in `storage_dir` and listening on `listen`,
+/// syncing only when told to (background sync is off so tests decide when the node sees new
+/// blocks). Callers that need another store (VSS) or entropy adjust it before building.
+pub fn node_builder(chain: &TestChain, storage_dir: &Path, listen: &SocketAddress) -> Builder {
     let config = Config {
         network: Network::Regtest,
         ..Config::default()
@@ -242,11 +239,27 @@ pub fn start_node(chain: &TestChain, name: &'static str) -> TestNode {
         background_sync_config: None,
     };
     builder.set_chain_source_esplora(chain.url(), Some(sync));
-    builder.set_storage_dir_path(storage.path().to_str().unwrap().to_owned());
+    builder.set_storage_dir_path(storage_dir.to_str().expect("a UTF-8 path").to_owned());
     builder
         .set_listening_addresses(vec![listen.clone()])
         .expect("a listening address");
-    let node = builder
+    builder
+}
+
+/// A free local address to listen on.
+pub fn free_address() -> SocketAddress {
+    SocketAddress::TcpIpV4 {
+        addr: [127, 0, 0, 1],
+        port: free_port(),
+    }
+}
+
+/// Builds and starts a regtest node (see [`node_builder`]) on a free local port, storing in a
+/// temporary directory.
+pub fn start_node(chain: &TestChain, name: &'static str) -> TestNode {
+    let storage = tempfile::tempdir().expect("a temporary directory");
+    let listen = free_address();
+    let node = node_builder(chain, storage.path(), &listen)
         .build()
         .unwrap_or_else(|e| panic!("building {name}: {e:?}"));
     node.start()
