@@ -9,6 +9,7 @@ use crate::proto::{
 };
 use crate::retry::RetryPolicy;
 use prost::Message;
+use rand::SeedableRng;
 use reqwest::header::CONTENT_TYPE;
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,8 +298,6 @@ fn error_from_response(op: Operation, status: u16, payload: &[u8]) -> Error {
     }
 }
 
-use rand::SeedableRng;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +338,137 @@ mod tests {
             &encoded(ErrorCode::InternalServerException),
         );
         assert!(matches!(e, Error::Internal { .. }) && e.is_transient());
+    }
+
+    /// A one-trick HTTP server on loopback: answers every request with `status` and `body` (or never
+    /// answers, when `status` is 0) and counts the requests.
+    async fn fixed_server(
+        status: u16,
+        body: Vec<u8>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut read = Vec::new();
+                    loop {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        read.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&read).to_lowercase();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if read.len() < end + 4 + length {
+                            continue;
+                        }
+                        read.drain(..end + 4 + length);
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if status == 0 {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        let _ = socket.write_all(&body).await;
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/vss"), count)
+    }
+
+    fn client(url: &str, attempts: u32, timeout: Duration) -> VssClient {
+        let config = ClientConfig {
+            request_timeout: timeout,
+            connect_timeout: timeout,
+            retry: RetryPolicy {
+                max_attempts: attempts,
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+            },
+        };
+        VssClient::new(url, crate::FixedHeaders::none(), config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_retried_until_attempts_run_out() {
+        let (url, count) = fixed_server(500, encoded(ErrorCode::InternalServerException)).await;
+        let e = client(&url, 4, Duration::from_secs(5))
+            .get_object("s", "k")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Internal { attempts: 4, .. }), "{e}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn conflicts_and_auth_failures_are_never_retried() {
+        for code in [
+            ErrorCode::ConflictException,
+            ErrorCode::AuthException,
+            ErrorCode::InvalidRequestException,
+        ] {
+            let (url, count) = fixed_server(500, encoded(code)).await;
+            let request = PutObjectRequest {
+                store_id: "s".into(),
+                ..Default::default()
+            };
+            let e = client(&url, 5, Duration::from_secs(5))
+                .put_objects(&request)
+                .await
+                .unwrap_err();
+            assert!(!e.is_transient(), "{e}");
+            assert_eq!(
+                count.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{code:?} must not be retried"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_and_is_retried() {
+        let (url, count) = fixed_server(0, Vec::new()).await;
+        let e = client(&url, 2, Duration::from_millis(200))
+            .get_object("s", "k")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout { attempts: 2, .. }), "{e}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_connection_error_after_retries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/vss", listener.local_addr().unwrap());
+        drop(listener);
+        let e = client(&url, 3, Duration::from_secs(2))
+            .get_object("s", "k")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Connection { attempts: 3, .. }), "{e}");
     }
 
     #[test]

@@ -148,14 +148,14 @@ fn main() {
         println!(
             "till-server VSS over loopback HTTP, {VALUE_BYTES}-byte values, one key per request, {secs} s per figure"
         );
-        println!("{:<16}| {:^27} | {:^27}", "", "redb", "PostgreSQL");
+        println!("{:<17}| {:^27} | {:^27}", "", "redb", "PostgreSQL");
         println!(
-            "{:<16}| {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8}",
+            "{:<17}| {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8}",
             "op       clients", "ops/s", "p50 ms", "p99 ms", "ops/s", "p50 ms", "p99 ms"
         );
         for (i, (label, figures)) in redb.iter().enumerate() {
             let other = pg.as_ref().map_or_else(|| format!("{:>27}", "(no PostgreSQL)"), |pg| cell(&pg[i].1));
-            println!("{label:<16}| {} | {other}", cell(figures));
+            println!("{label:<17}| {} | {other}", cell(figures));
         }
     });
 }
