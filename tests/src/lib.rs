@@ -6,5 +6,7 @@
 
 pub mod ldk;
 pub mod postgres;
+pub mod proxy;
+pub mod replication;
 pub mod server;
 pub mod vss_conformance;

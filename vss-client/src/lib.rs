@@ -30,6 +30,7 @@ mod auth;
 mod client;
 mod error;
 pub mod proto;
+pub mod replica;
 mod retry;
 
 pub use auth::{AuthError, AuthProvider, BearerToken, FixedHeaders};

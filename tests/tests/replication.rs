@@ -1,0 +1,499 @@
+//! Replication against a real till-server on loopback, with real redb logs on
+//! disk (issue 4's scenarios 1-7). Each scenario that is about fencing runs
+//! twice: with the server's lease check, and with it switched off, where the
+//! VSS version check alone must fence (a stock VSS server's behaviour).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::Rng;
+use till_log::Op;
+use till_log::segment::SegmentError;
+use till_tests::proxy::LossyProxy;
+use till_tests::replication::{Device, test_config};
+use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_vss::replica::{
+    DurableError, PlanError, RemoteError, ReplicaError, ReplicatorState, RestoreError,
+    TakeoverConfirmed, Target, object_names, restore, restore_state,
+};
+use till_vss::{KeyValue, PutObjectRequest};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    server: TillServer,
+    token: String,
+}
+
+fn server(lease_check: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreArg::DataDir(dir.path().to_path_buf());
+    let bin = server_binary();
+    let token = add_user(&bin, &store, "merchant");
+    let extra: &[&str] = if lease_check {
+        &[]
+    } else {
+        &["--no-lease-check"]
+    };
+    let server = TillServer::start(&bin, store, extra);
+    Setup {
+        _dir: dir,
+        server,
+        token,
+    }
+}
+
+fn secret() -> [u8; 32] {
+    rand::random()
+}
+
+async fn durable(d: &Device, seq: u64) {
+    tokio::time::timeout(WAIT, d.replicator().wait_durable(seq))
+        .await
+        .unwrap_or_else(|_| panic!("seq {seq} not durable within {WAIT:?}"))
+        .unwrap();
+}
+
+fn err_of(r: Result<Device, RestoreError>) -> RestoreError {
+    match r {
+        Ok(_) => panic!("the restore should have been refused"),
+        Err(e) => e,
+    }
+}
+
+/// Restores the latest state into a fresh log on a new device and returns it.
+async fn restore_fresh(s: &Setup, secret: [u8; 32]) -> Result<Device, RestoreError> {
+    let d = Device::new(&s.server.vss_url(), &s.token, secret);
+    restore(d.replica.remote(), &d.log, |_| {}).await?;
+    Ok(d)
+}
+
+async fn two_devices_one_master(lease_check: bool) {
+    let s = server(lease_check);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    let b = Device::new(&url, &s.token, secret);
+
+    // A acquires and ships.
+    let lease_a = a.acquire(test_config()).await.unwrap();
+    assert_eq!(lease_a.epoch(), 1);
+    let seq = a.append("a", 120);
+    durable(&a, seq).await;
+
+    // B cannot acquire while A holds: the message names A.
+    let err = b.replica.acquire().await.unwrap_err();
+    match &err {
+        ReplicaError::LeaseHeld { device, epoch } => {
+            assert_eq!((*device, *epoch), (a.id, 1));
+            let msg = err.to_string();
+            assert!(msg.contains(&a.id.to_string()), "{msg}");
+        }
+        other => panic!("expected LeaseHeld, got {other}"),
+    }
+
+    // A write by B is refused and nothing of B lands: B read the head, A
+    // shipped again, B's conditional write on the old version conflicts.
+    let remote_b = b.replica.remote().clone();
+    let (mut forged, version) = remote_b.head().await.unwrap().unwrap();
+    let seq = a.append("a2", 10);
+    durable(&a, seq).await;
+    b.append("b-rogue", 5);
+    let rogue = b.log.events(1, 5, 5).unwrap();
+    forged.device = b.id;
+    forged.last_seq = 5;
+    forged.last_hash = rogue[4].hash();
+    forged.segments += 1;
+    forged.writes += 1;
+    let result = remote_b
+        .put(
+            vec![
+                remote_b.segment_item(forged.segments - 1, &rogue, true),
+                remote_b.head_item(&forged, version),
+            ],
+            vec![],
+        )
+        .await;
+    assert!(
+        matches!(result, Err(till_vss::Error::Conflict { .. })),
+        "{result:?}"
+    );
+    // With the lease check on, even a write at the current version is refused,
+    // naming the holder.
+    if lease_check {
+        let (_, version) = remote_b.head().await.unwrap().unwrap();
+        let result = remote_b
+            .put(vec![remote_b.head_item(&forged, version)], vec![])
+            .await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(&a.id.to_string()), "{err}");
+    }
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert!(
+        c.log
+            .events(1, u64::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .all(|e| e.device == a.id)
+    );
+
+    // A releases. The B that appended rogue events cannot sync onto them
+    // (its log would fork); a fresh B syncs, acquires and ships.
+    a.replicator().release().await.unwrap();
+    assert!(matches!(
+        b.replica.acquire().await,
+        Err(ReplicaError::LocalFork { unshipped: 5, .. })
+    ));
+    let mut b = Device::new(&url, &s.token, secret);
+    let lease_b = b.acquire(test_config()).await.unwrap();
+    assert_eq!(lease_b.epoch(), 2);
+    assert_eq!(b.log.state().unwrap(), a.log.state().unwrap());
+    let seq = b.append("b", 30);
+    durable(&b, seq).await;
+
+    // A's next write fails as Fenced, and A stops.
+    a.start(lease_a, test_config());
+    let seq = a.append("a-stale", 3);
+    let err = tokio::time::timeout(WAIT, a.replicator().wait_durable(seq))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DurableError::Fenced(till_vss::replica::Fenced {
+            device: b.id,
+            epoch: 2
+        })
+    );
+    assert!(matches!(
+        a.replicator().status().state,
+        ReplicatorState::Fenced(_)
+    ));
+    assert!(err.to_string().contains("another device is master"));
+    // Nothing of A's stale write landed.
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), b.log.state().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_devices_one_master_with_lease_check() {
+    two_devices_one_master(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_devices_one_master_by_versions_alone() {
+    two_devices_one_master(false).await;
+}
+
+async fn takeover(lease_check: bool) {
+    let s = server(lease_check);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("a", 40);
+    durable(&a, seq).await;
+    let takeover_at = seq;
+
+    // A goes silent; B takes over with confirmation.
+    let mut b = Device::new(&url, &s.token, secret);
+    let lease = b
+        .replica
+        .takeover(TakeoverConfirmed::confirmed_by_user())
+        .await
+        .unwrap();
+    assert_eq!(lease.epoch(), 2);
+    b.start(lease, test_config());
+    let seq_b = b.append("b", 25);
+    durable(&b, seq_b).await;
+
+    // A wakes up and writes: refused, fenced, stopped.
+    let seq = a.append("a-late", 5);
+    let err = tokio::time::timeout(WAIT, a.replicator().wait_durable(seq))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, DurableError::Fenced(f) if f.device == b.id && f.epoch == 2));
+
+    // The remote history has no event of A after the takeover.
+    let c = restore_fresh(&s, secret).await.unwrap();
+    let events = c.log.events(1, u64::MAX, usize::MAX).unwrap();
+    assert_eq!(events.len() as u64, seq_b);
+    for e in &events {
+        if e.seq <= takeover_at {
+            assert_eq!((e.device, e.epoch), (a.id, 1), "seq {}", e.seq);
+        } else {
+            assert_eq!((e.device, e.epoch), (b.id, 2), "seq {}", e.seq);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn takeover_fences_the_old_master_with_lease_check() {
+    takeover(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn takeover_fences_the_old_master_by_versions_alone() {
+    takeover(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_killed_while_shipping_loses_nothing_and_resumes() {
+    let mut s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let mut confirmed = 0;
+    for round in 0..5 {
+        let seq = a.append(&format!("r{round}"), 60);
+        // Kill the server while the upload of this round is in flight.
+        tokio::time::sleep(Duration::from_millis(rand::thread_rng().gen_range(0..20))).await;
+        s.server.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Whatever was confirmed before the kill must survive it.
+        let before = a.replicator().status().durable_seq;
+        assert!(before >= confirmed);
+        s.server.restart();
+        durable(&a, seq).await;
+        confirmed = seq;
+    }
+    assert!(matches!(
+        a.replicator().status().state,
+        ReplicatorState::Running
+    ));
+    // The lease survived the restarts: B still cannot acquire.
+    let b = Device::new(&url, &s.token, secret);
+    assert!(matches!(
+        b.replica.acquire().await,
+        Err(ReplicaError::LeaseHeld { device, .. }) if device == a.id
+    ));
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.head().unwrap().seq, confirmed);
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_is_recognised_not_called_a_fork() {
+    let s = server(true);
+    let proxy = LossyProxy::start(s.server.addr()).await;
+    let url = format!("http://{}/vss", proxy.addr());
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("before", 10);
+    durable(&a, seq).await;
+
+    // The next upload lands on the server but its answer is lost.
+    proxy.lose_next_answer();
+    let seq = a.append("lost", 10);
+    durable(&a, seq).await;
+    assert_eq!(proxy.lost(), 1);
+    assert_eq!(a.replicator().status().state, ReplicatorState::Running);
+    let seq = a.append("after", 10);
+    durable(&a, seq).await;
+
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_is_identical_and_point_in_time_matches_replay() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    let config = till_vss::replica::ReplicatorConfig {
+        snapshot_every: 150,
+        ..test_config()
+    };
+    a.acquire(config).await.unwrap();
+    for round in 0..8 {
+        a.append(&format!("r{round}"), 70);
+        // Deletes and re-creates too.
+        a.log
+            .delete(till_log::Key::new("test", "", format!("k{round}")))
+            .unwrap();
+    }
+    let seq = a.append("last", 1);
+    durable(&a, seq).await;
+    let head = a.log.head().unwrap();
+
+    // A third device restores: byte-identical state and the same head.
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.head().unwrap(), head);
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    c.log.verify().unwrap();
+    let latest = restore_state(c.replica.remote(), Target::Latest, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(latest, a.log.state().unwrap());
+
+    // Point-in-time restores at random seqs equal the master's local replay.
+    let mut rng = rand::thread_rng();
+    for _ in 0..12 {
+        let at = rng.gen_range(0..=head.seq);
+        let state = restore_state(c.replica.remote(), Target::Seq(at), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(state, a.log.replay(at).unwrap(), "at seq {at}");
+    }
+    // And at a time: the state after the last event at or before it.
+    let mid = a.log.event(head.seq / 2).unwrap().unwrap().at_ms;
+    let state = restore_state(c.replica.remote(), Target::Time(mid), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(state, a.log.replay_at(mid).unwrap());
+    // Beyond the last seq is refused.
+    assert!(matches!(
+        restore_state(c.replica.remote(), Target::Seq(head.seq + 1), |_| {}).await,
+        Err(RestoreError::Plan(PlanError::BeyondHead { .. }))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampering_on_the_server_makes_restore_refuse() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("x", 60); // 60 events, 50 per segment
+    durable(&a, seq).await;
+    let old_head = {
+        let remote = a.replica.remote();
+        remote
+            .client()
+            .get_object(remote.store_id(), &remote.name(object_names::HEAD))
+            .await
+            .unwrap()
+    };
+    let seq = a.append("y", 120);
+    durable(&a, seq).await;
+    a.replicator().release().await.unwrap();
+
+    let remote = a.replica.remote().clone();
+    let raw = remote.client().clone();
+    let store = remote.store_id().to_string();
+    let seg = |o: u64| remote.name(&object_names::segment(o));
+    let get = |name: String| {
+        let (raw, store) = (raw.clone(), store.clone());
+        async move { raw.get_object(&store, &name).await.unwrap() }
+    };
+    let put = |kv: KeyValue| {
+        let (raw, store) = (raw.clone(), store.clone());
+        async move {
+            raw.put_objects(&PutObjectRequest {
+                store_id: store,
+                global_version: None,
+                transaction_items: vec![kv],
+                delete_items: vec![],
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let original: HashMap<u64, KeyValue> = {
+        let mut m = HashMap::new();
+        for o in 0..4 {
+            m.insert(o, get(seg(o)).await);
+        }
+        m
+    };
+    assert!(restore_fresh(&s, secret).await.is_ok());
+
+    // A flipped byte.
+    let mut flipped = original[&1].clone();
+    flipped.value[100] ^= 0x20;
+    put(KeyValue::new(seg(1), -1, flipped.value)).await;
+    let err = err_of(restore_fresh(&s, secret).await);
+    assert!(
+        matches!(&err, RestoreError::Remote(RemoteError::Segment { ordinal: 1, error }) if matches!(error, SegmentError::Altered(_))),
+        "{err}"
+    );
+    put(KeyValue::new(seg(1), -1, original[&1].value.clone())).await;
+    assert!(restore_fresh(&s, secret).await.is_ok());
+
+    // Two segments swapped.
+    put(KeyValue::new(seg(1), -1, original[&2].value.clone())).await;
+    put(KeyValue::new(seg(2), -1, original[&1].value.clone())).await;
+    let err = err_of(restore_fresh(&s, secret).await);
+    assert!(
+        matches!(&err, RestoreError::Remote(RemoteError::Segment { ordinal: 1, error }) if matches!(error, SegmentError::WrongName(_))),
+        "{err}"
+    );
+    put(KeyValue::new(seg(1), -1, original[&1].value.clone())).await;
+    put(KeyValue::new(seg(2), -1, original[&2].value.clone())).await;
+
+    // A dropped segment.
+    raw.delete_object(&store, &seg(2), -1).await.unwrap();
+    let err = err_of(restore_fresh(&s, secret).await);
+    assert!(
+        matches!(
+            err,
+            RestoreError::Plan(PlanError::MissingSegment { ordinal: 2 })
+        ),
+        "{err}"
+    );
+    put(KeyValue::new(seg(2), 0, original[&2].value.clone())).await;
+    assert!(restore_fresh(&s, secret).await.is_ok());
+
+    // The head rolled back to an older version.
+    put(KeyValue::new(
+        old_head.key.clone(),
+        -1,
+        old_head.value.clone(),
+    ))
+    .await;
+    let err = err_of(restore_fresh(&s, secret).await);
+    assert!(
+        matches!(err, RestoreError::Plan(PlanError::HeadRolledBack { .. })),
+        "{err}"
+    );
+
+    // And the wrong mnemonic (another secret on the same store) says so.
+    let wrong = Device::new(&url, &s.token, [9; 32]);
+    let remote = wrong.replica.remote().clone().with_store_id(store.clone());
+    let err = restore(&remote, &wrong.log, |_| {}).await.unwrap_err();
+    assert_eq!(err.to_string(), "this mnemonic does not open this backup");
+    assert_eq!(wrong.log.head().unwrap().seq, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_pulls_and_a_restart_resumes() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let follower = Device::new(&url, &s.token, secret);
+    for round in 0..4 {
+        let seq = a.append(&format!("r{round}"), 40);
+        durable(&a, seq).await;
+        let report = follower.replica.sync().await.unwrap();
+        assert_eq!(report.seq, seq);
+        assert_eq!(follower.log.state().unwrap(), a.log.state().unwrap());
+    }
+    // A restarts (no release) and resumes its own lease, same epoch.
+    let seq = a.append("unshipped", 5);
+    let mut a = a.reopen();
+    let lease = a.acquire(test_config()).await.unwrap();
+    assert_eq!(lease.epoch(), 1);
+    durable(&a, seq).await;
+    follower.replica.sync().await.unwrap();
+    assert_eq!(follower.log.head().unwrap().seq, seq);
+    assert!(
+        follower
+            .log
+            .events(1, seq, usize::MAX)
+            .unwrap()
+            .iter()
+            .all(|e| matches!(e.op, Op::Put(_)))
+    );
+    // Replay works on the follower's replica too.
+    assert_eq!(follower.log.replay(10).unwrap(), a.log.replay(10).unwrap());
+}
