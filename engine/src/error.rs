@@ -1,0 +1,115 @@
+//! The engine's one flat error enum, for shells.
+
+use ldk_node::{BuildError, NodeError};
+
+use crate::store::BarrierError;
+
+/// What went wrong in the engine, with the facts a shell needs to tell the merchant what to do.
+///
+/// Details of lower layers (the log, ldk-node's build) are mapped into these variants once, where
+/// they happen. No variant ever carries a mnemonic word, a seed or a key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The mnemonic could not be imported; the reason never repeats a word.
+    #[error("the mnemonic is not a valid BIP39 phrase: {0}")]
+    InvalidMnemonic(String),
+    /// The event log failed (storage, a damaged file, a read-only replica).
+    #[error("the event log failed: {0}")]
+    Log(String),
+    /// A record Till wrote was written by a newer format this build does not read.
+    #[error("record {what} has format version {found}; this build reads version {supported}")]
+    UnknownRecordVersion {
+        /// Which record.
+        what: String,
+        /// The version found.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// A record Till wrote does not decode.
+    #[error("record {what} is damaged: {reason}")]
+    CorruptRecord {
+        /// Which record.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// ldk-node refused the configuration or could not set itself up from the log.
+    #[error("the node could not be built: {0}")]
+    Build(String),
+    /// An ldk-node operation failed; its message says which.
+    #[error("{0}")]
+    Lightning(NodeError),
+    /// The node is not running (start it first, or it was fenced and stopped).
+    #[error("the node is not running")]
+    NotRunning,
+    /// The node is already running.
+    #[error("the node is already running")]
+    AlreadyRunning,
+    /// An invoice, address or amount the caller gave is not usable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// No payment with this id is known.
+    #[error("no payment {0} is known to this node")]
+    PaymentNotFound(String),
+    /// The payment cannot be refunded (not received, or not completed).
+    #[error("payment {payment} cannot be refunded: {reason}")]
+    NotRefundable {
+        /// The original payment's id (hex).
+        payment: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The refund is larger than what is left of the original payment.
+    #[error(
+        "a refund of {requested_msat} msat exceeds the {remaining_msat} msat left to refund of payment {payment}"
+    )]
+    RefundTooLarge {
+        /// The original payment's id (hex).
+        payment: String,
+        /// The refund asked for.
+        requested_msat: u64,
+        /// The original amount minus earlier refunds.
+        remaining_msat: u64,
+    },
+    /// The backup refused to confirm a write (fenced by another device, or its shipper stopped).
+    #[error("backup: {0}")]
+    Backup(#[from] BarrierError),
+    /// A wait gave up.
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        seconds: u64,
+    },
+}
+
+impl From<NodeError> for Error {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::NotRunning => Error::NotRunning,
+            NodeError::AlreadyRunning => Error::AlreadyRunning,
+            other => Error::Lightning(other),
+        }
+    }
+}
+
+impl From<BuildError> for Error {
+    fn from(e: BuildError) -> Self {
+        Error::Build(e.to_string())
+    }
+}
+
+impl From<till_log::AppendError> for Error {
+    fn from(e: till_log::AppendError) -> Self {
+        Error::Log(e.to_string())
+    }
+}
+
+impl From<till_log::ReadError> for Error {
+    fn from(e: till_log::ReadError) -> Self {
+        Error::Log(e.to_string())
+    }
+}

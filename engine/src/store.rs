@@ -1,0 +1,417 @@
+//! `LogStore`: LDK's key-value store over the event log, with backup before acknowledge.
+//!
+//! Every `write` and `remove` LDK or ldk-node makes (channel monitors, the channel manager, the
+//! payment store, the on-chain wallet's changes, ...) becomes one event in the [`Log`]. Writes that
+//! carry channel state additionally wait until a [`DurabilityBarrier`] says their event is durable
+//! on the remote, so LDK never acts on channel state the backup does not have.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ldk_node::lightning::io;
+use ldk_node::lightning::util::async_poll::AsyncResult;
+use ldk_node::lightning::util::persist::{
+    CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
+    CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE, KVStore, KVStoreSync,
+};
+use till_log::{DeviceId, Key, Log, Write};
+
+/// The future [`DurabilityBarrier::wait_durable`] returns.
+pub type BarrierFuture = Pin<Box<dyn Future<Output = Result<(), BarrierError>> + Send + 'static>>;
+
+/// Answers "is seq N of the log durable remotely?" and lets writers wait for it (DESIGN R6).
+///
+/// The replication layer implements it by shipping the log's outbox; uploads batch everything
+/// pending, so many waiters share one round trip. Implementations must do their shipping on their
+/// own threads or runtime: [`DurabilityBarrier::wait_durable_blocking`] is called from ldk-node's
+/// worker threads, which it blocks until the seq is durable.
+///
+/// While the remote is unreachable the waits do not fail, they keep waiting (payments pause) and
+/// [`DurabilityBarrier::state`] reports [`BackupState::Unreachable`]. They fail only when waiting
+/// can never succeed: the device was fenced, or the shipper stopped.
+pub trait DurabilityBarrier: Send + Sync {
+    /// Tells the shipper the log has grown to `seq`. Called after every local commit, so events
+    /// of keys that do not wait still ship in the next batch.
+    fn notify(&self, seq: u64);
+
+    /// Blocks the calling thread until every event up to `seq` is durable remotely.
+    fn wait_durable_blocking(&self, seq: u64) -> Result<(), BarrierError>;
+
+    /// Resolves once every event up to `seq` is durable remotely.
+    fn wait_durable(&self, seq: u64) -> BarrierFuture;
+
+    /// How the backup is doing, for the node to report.
+    fn state(&self) -> BackupState;
+}
+
+/// Why a durability wait cannot succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierError {
+    /// Another device holds the lease: this device must stop its node at once.
+    #[error(
+        "another device ({device}) is master at lease epoch {epoch}; this device was fenced and must stop"
+    )]
+    Fenced {
+        /// The device that holds the lease now.
+        device: DeviceId,
+        /// Its lease epoch.
+        epoch: u64,
+    },
+    /// The shipper stopped (shut down or failed for good); nothing more will become durable.
+    #[error("the backup shipper stopped: {0}")]
+    Stopped(String),
+}
+
+/// The backup's state as the node reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackupState {
+    /// Everything the node waits for is being shipped.
+    Ok,
+    /// The remote has not answered since `since`; channel-state writes (and so payments) wait.
+    Unreachable {
+        /// When the first failed attempt of the current outage happened.
+        since: SystemTime,
+        /// The last error, for the merchant or the operator.
+        last_error: String,
+    },
+    /// Another device holds the lease; this node must not run.
+    Fenced {
+        /// The device that holds the lease now.
+        device: DeviceId,
+        /// Its lease epoch.
+        epoch: u64,
+    },
+}
+
+/// A barrier for a node without a remote: every seq counts as durable once committed locally.
+///
+/// For tests and for a till that has not been paired with a server yet. It gives no backup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalOnly;
+
+impl DurabilityBarrier for LocalOnly {
+    fn notify(&self, _seq: u64) {}
+
+    fn wait_durable_blocking(&self, _seq: u64) -> Result<(), BarrierError> {
+        Ok(())
+    }
+
+    fn wait_durable(&self, _seq: u64) -> BarrierFuture {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn state(&self) -> BackupState {
+        BackupState::Ok
+    }
+}
+
+/// Which writes wait for the durability barrier before returning to LDK.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitPolicy {
+    /// Channel state waits: channel monitors, monitor updates and the channel manager (writes
+    /// and non-lazy removes). Everything else returns after the local commit and ships with the
+    /// next batch. The safe default.
+    #[default]
+    ChannelState,
+    /// Every write and non-lazy remove waits. Slower; nothing is acknowledged unbacked.
+    Everything,
+    /// Nothing waits. Unsafe with a remote: LDK may act on channel state the backup lacks, and a
+    /// restore could then broadcast a revoked state. Only for measurements.
+    Nothing,
+}
+
+impl WaitPolicy {
+    /// Whether a write or non-lazy remove of this key waits for the barrier.
+    pub fn waits_for(&self, primary_namespace: &str, secondary_namespace: &str, key: &str) -> bool {
+        match self {
+            WaitPolicy::Everything => true,
+            WaitPolicy::Nothing => false,
+            WaitPolicy::ChannelState => {
+                is_channel_state(primary_namespace, secondary_namespace, key)
+            }
+        }
+    }
+}
+
+/// Whether LDK keeps channel state under this key: a channel monitor, a monitor update, or the
+/// channel manager.
+fn is_channel_state(primary_namespace: &str, secondary_namespace: &str, key: &str) -> bool {
+    primary_namespace == CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE
+        || primary_namespace == CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE
+        || (primary_namespace == CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE
+            && secondary_namespace == CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE
+            && key == CHANNEL_MANAGER_PERSISTENCE_KEY)
+}
+
+/// One write that waited for the barrier, reported to a [`LogStore::with_observer`] hook after the
+/// barrier released it and before the write returned to LDK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BarrierPassed {
+    /// The key written or removed.
+    pub key: Key,
+    /// The seq the write waited for (its own event, or the head for a remove of an absent key).
+    pub seq: u64,
+    /// Whether it was a remove.
+    pub removed: bool,
+}
+
+type Observer = Arc<dyn Fn(&BarrierPassed) + Send + Sync>;
+
+/// LDK's [`KVStore`] and [`KVStoreSync`] over the event log; give it to ldk-node with
+/// `Builder::build_with_store`.
+///
+/// - Read-your-writes: a write is committed to the log before the call returns (for the async
+///   trait, before the future is even returned), so every later read sees it.
+/// - Per-key order: writes and removes are committed in the order they are called, so the
+///   order the async trait asks for holds without version bookkeeping.
+/// - `read` returns [`io::ErrorKind::NotFound`] exactly when the key has no live value.
+/// - Lazy removes are committed at once (LDK allows removing later, not requires it) but, as a
+///   lost lazy remove is replayed by LDK, they never wait for the barrier.
+/// - Channel state (see [`WaitPolicy`]) returns only after the barrier confirms its seq.
+pub struct LogStore {
+    log: Arc<Log>,
+    barrier: Arc<dyn DurabilityBarrier>,
+    policy: WaitPolicy,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("log", &self.log)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// A store over `log` whose channel-state writes wait for `barrier` (the default
+    /// [`WaitPolicy::ChannelState`]).
+    pub fn new(log: Arc<Log>, barrier: Arc<dyn DurabilityBarrier>) -> Self {
+        Self {
+            log,
+            barrier,
+            policy: WaitPolicy::default(),
+            observer: None,
+        }
+    }
+
+    /// Sets which writes wait for the barrier.
+    pub fn with_policy(mut self, policy: WaitPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Calls `observer` for every write that waited for the barrier, after the barrier released
+    /// it and before it returns to LDK: tests use it to check each such seq is on the server.
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&BarrierPassed) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The log underneath.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// The backup's state, from the barrier.
+    pub fn backup_state(&self) -> BackupState {
+        self.barrier.state()
+    }
+
+    /// Appends Till's own records (not LDK's) and tells the barrier; they never wait.
+    pub(crate) fn append(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<till_log::AppendOutcome, till_log::AppendError> {
+        let outcome = self.log.append(writes)?;
+        self.barrier.notify(outcome.head_seq);
+        Ok(outcome)
+    }
+
+    fn read_value(&self, primary: &str, secondary: &str, key: &str) -> io::Result<Vec<u8>> {
+        let k = checked_key(primary, secondary, key)?;
+        match self.log.get(&k).map_err(other)? {
+            Some(stored) => Ok(stored.value),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no value for {k}"),
+            )),
+        }
+    }
+
+    fn list_keys(&self, primary: &str, secondary: &str) -> io::Result<Vec<String>> {
+        if primary.is_empty() && !secondary.is_empty() {
+            return Err(invalid("a secondary namespace needs a primary namespace"));
+        }
+        Ok(self
+            .log
+            .list(primary, secondary)
+            .map_err(other)?
+            .into_iter()
+            .map(|(key, _version)| key)
+            .collect())
+    }
+
+    /// Commits one write to the log and tells the barrier. Returns what the caller must wait
+    /// for before acknowledging, if anything.
+    fn commit(&self, write: Write, lazy: bool) -> io::Result<Option<BarrierPassed>> {
+        let removed = matches!(write.op, till_log::Op::Delete);
+        let waits = !lazy
+            && self.policy.waits_for(
+                &write.key.namespace,
+                &write.key.sub_namespace,
+                &write.key.key,
+            );
+        let key = waits.then(|| write.key.clone());
+        let outcome = self.log.append(vec![write]).map_err(other)?;
+        self.barrier.notify(outcome.head_seq);
+        // A remove of an absent key writes no event; waiting for the head covers the earlier
+        // event that removed it.
+        let seq = outcome.results[0].map_or(outcome.head_seq, |appended| appended.seq);
+        Ok(key.map(|key| BarrierPassed { key, seq, removed }))
+    }
+
+    fn passed(&self, passed: &BarrierPassed) {
+        if let Some(observer) = &self.observer {
+            observer(passed);
+        }
+    }
+
+    fn write_blocking(&self, write: Write, lazy: bool) -> io::Result<()> {
+        if let Some(wait) = self.commit(write, lazy)? {
+            self.barrier
+                .wait_durable_blocking(wait.seq)
+                .map_err(barrier_failed)?;
+            self.passed(&wait);
+        }
+        Ok(())
+    }
+
+    fn write_async(&self, write: Write, lazy: bool) -> AsyncResult<'static, (), io::Error> {
+        let wait = match self.commit(write, lazy) {
+            Ok(Some(wait)) => wait,
+            Ok(None) => return Box::pin(std::future::ready(Ok(()))),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let durable = self.barrier.wait_durable(wait.seq);
+        let observer = self.observer.clone();
+        Box::pin(async move {
+            durable.await.map_err(barrier_failed)?;
+            if let Some(observer) = observer {
+                observer(&wait);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message.to_owned())
+}
+
+fn barrier_failed(e: BarrierError) -> io::Error {
+    other(e)
+}
+
+fn other(e: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::Other, e.to_string())
+}
+
+/// Builds the log key, refusing what LDK's contract rules out (an empty key, a secondary
+/// namespace without a primary one) before the log sees it.
+fn checked_key(primary: &str, secondary: &str, key: &str) -> io::Result<Key> {
+    let k = Key::new(primary, secondary, key);
+    k.check().map_err(|reason| invalid(&reason))?;
+    Ok(k)
+}
+
+impl KVStoreSync for LogStore {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> io::Result<Vec<u8>> {
+        self.read_value(primary, secondary, key)
+    }
+
+    fn write(&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>) -> io::Result<()> {
+        let k = checked_key(primary, secondary, key)?;
+        self.write_blocking(Write::put(k, buf), false)
+    }
+
+    fn remove(&self, primary: &str, secondary: &str, key: &str, lazy: bool) -> io::Result<()> {
+        let k = checked_key(primary, secondary, key)?;
+        self.write_blocking(Write::delete(k), lazy)
+    }
+
+    fn list(&self, primary: &str, secondary: &str) -> io::Result<Vec<String>> {
+        self.list_keys(primary, secondary)
+    }
+}
+
+impl KVStore for LogStore {
+    fn read(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+    ) -> AsyncResult<'static, Vec<u8>, io::Error> {
+        Box::pin(std::future::ready(self.read_value(primary, secondary, key)))
+    }
+
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> AsyncResult<'static, (), io::Error> {
+        match checked_key(primary, secondary, key) {
+            Ok(k) => self.write_async(Write::put(k, buf), false),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> AsyncResult<'static, (), io::Error> {
+        match checked_key(primary, secondary, key) {
+            Ok(k) => self.write_async(Write::delete(k), lazy),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn list(&self, primary: &str, secondary: &str) -> AsyncResult<'static, Vec<String>, io::Error> {
+        Box::pin(std::future::ready(self.list_keys(primary, secondary)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_waits_for_channel_state_only() {
+        let policy = WaitPolicy::default();
+        assert!(policy.waits_for("monitors", "", "abcd_0"));
+        assert!(policy.waits_for("monitor_updates", "abcd_0", "7"));
+        assert!(policy.waits_for("", "", "manager"));
+        assert!(!policy.waits_for("", "", "network_graph"));
+        assert!(!policy.waits_for("", "", "scorer"));
+        assert!(!policy.waits_for("payments", "", "00ff"));
+        assert!(!policy.waits_for("bdk_wallet", "", "descriptor"));
+        assert!(WaitPolicy::Everything.waits_for("payments", "", "00ff"));
+        assert!(!WaitPolicy::Nothing.waits_for("monitors", "", "abcd_0"));
+    }
+}
