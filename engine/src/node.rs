@@ -649,17 +649,22 @@ fn run_event_loop(
         .enable_all()
         .build()
         .map_err(|e| Error::Build(format!("cannot build the event loop's runtime: {e}")))?;
-    runtime.block_on(async {
-        loop {
-            let event = tokio::select! {
-                _ = &mut stop => return Ok(()),
-                event = node.next_event_async() => event,
-            };
-            record(&node, &store, &event)?;
-            node.event_handled()?;
-            let _ = events.send(event);
-        }
-    })
+    loop {
+        // Only the wait runs on this thread's runtime: ldk-node's `event_handled` blocks on its
+        // own runtime, which it cannot do from inside another current-thread runtime.
+        let event = runtime.block_on(async {
+            tokio::select! {
+                _ = &mut stop => None,
+                event = node.next_event_async() => Some(event),
+            }
+        });
+        let Some(event) = event else {
+            return Ok(());
+        };
+        record(&node, &store, &event)?;
+        node.event_handled()?;
+        let _ = events.send(event);
+    }
 }
 
 fn record(node: &ldk_node::Node, store: &LogStore, event: &Event) -> Result<(), Error> {
