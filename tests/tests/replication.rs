@@ -216,6 +216,13 @@ async fn takeover(lease_check: bool) {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, DurableError::Fenced(f) if f.device == b.id && f.epoch == 2));
+    // Its unshipped events sit where the backup has B's: a forked log, to be
+    // restored, not a damaged backup.
+    b.replicator().release().await.unwrap();
+    assert!(matches!(
+        a.replica.acquire().await,
+        Err(ReplicaError::LocalFork { unshipped: 5, .. })
+    ));
 
     // The remote history has no event of A after the takeover.
     let c = restore_fresh(&s, secret).await.unwrap();

@@ -97,8 +97,15 @@ impl Remote {
         &self.keys
     }
 
-    /// The opaque name of a logical object name.
+    /// The opaque name of a logical object name. The head's name is derived
+    /// from the store id alone, so that a device holding the wrong keys still
+    /// finds the head and learns that its keys do not open it; every other
+    /// name is a keyed hash under the backup's name key.
     pub fn name(&self, logical: &str) -> String {
+        if logical == names::HEAD {
+            let id = blake3::derive_key("till backup v1 head name", self.store_id.as_bytes());
+            return super::keys::hex(&id[..16]);
+        }
         self.keys.object_name(logical)
     }
 

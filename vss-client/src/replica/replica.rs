@@ -208,8 +208,18 @@ impl Replica {
             ..SyncReport::default()
         };
         if local.seq >= m.last_seq {
-            self.check_same_at(m.last_seq, m.last_hash)?;
-            return Ok(report);
+            return match self.check_same_at(m.last_seq, m.last_hash) {
+                Ok(()) => Ok(report),
+                // The backup moved on past what this device shipped, over
+                // events only this device has: its log forked, the backup is fine.
+                Err(ReplicaError::Diverged { seq, .. }) if seq > shipped => {
+                    Err(ReplicaError::LocalFork {
+                        unshipped: local.seq - shipped,
+                        remote_seq: m.last_seq,
+                    })
+                }
+                Err(e) => Err(e),
+            };
         }
         if local.seq > shipped {
             return Err(ReplicaError::LocalFork {
