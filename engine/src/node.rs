@@ -74,7 +74,9 @@ impl NodeConfig {
 }
 
 /// An LSPS2 liquidity provider (bLIP-52): the node trusts it for zero-conf channels.
-#[derive(Clone, Debug)]
+///
+/// `Debug` does not show the token.
+#[derive(Clone)]
 pub struct LspConfig {
     /// The LSP's node id.
     pub node_id: PublicKey,
@@ -82,6 +84,16 @@ pub struct LspConfig {
     pub address: SocketAddress,
     /// The token the LSP authenticates this merchant with, if it wants one.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for LspConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LspConfig")
+            .field("node_id", &self.node_id)
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A BOLT11 invoice the till created, with the id its payment will have.
@@ -743,4 +755,68 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_their_version_and_refuse_others() {
+        let key = Key::new(TILL_NAMESPACE, REFUNDS, "00");
+        let record = RefundRecord {
+            original: [7; 32],
+            amount_msat: 300,
+            at_ms: 1,
+        };
+        let bytes = encode(&record);
+        assert_eq!(bytes[0], RECORD_FORMAT_VERSION);
+        // original (32 raw bytes), 300 as a varint (ac 02), 1 as a varint.
+        assert_eq!(&bytes[1..33], &[7; 32]);
+        assert_eq!(&bytes[33..], &[0xac, 0x02, 0x01]);
+        let back: RefundRecord = decode(&key, &bytes).unwrap();
+        assert_eq!(
+            (back.original, back.amount_msat, back.at_ms),
+            ([7; 32], 300, 1)
+        );
+
+        let mut newer = bytes.clone();
+        newer[0] = 2;
+        assert!(matches!(
+            decode::<RefundRecord>(&key, &newer),
+            Err(Error::UnknownRecordVersion { found: 2, .. })
+        ));
+        assert!(matches!(
+            decode::<RefundRecord>(&key, &bytes[..10]),
+            Err(Error::CorruptRecord { .. })
+        ));
+        assert!(matches!(
+            decode::<RefundRecord>(&key, &[]),
+            Err(Error::CorruptRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn payment_ids_round_trip_through_hex() {
+        let id = [0xab; 32];
+        assert_eq!(unhex32(&hex(&id)), Some(id));
+        assert_eq!(unhex32("ab"), None);
+        assert_eq!(unhex32(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn the_lsp_token_is_not_shown() {
+        let lsp = LspConfig {
+            node_id: PublicKey::from_str(
+                "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619",
+            )
+            .unwrap(),
+            address: SocketAddress::TcpIpV4 {
+                addr: [127, 0, 0, 1],
+                port: 9735,
+            },
+            token: Some("s3cret-token".to_owned()),
+        };
+        assert!(!format!("{lsp:?}").contains("s3cret"));
+    }
 }

@@ -471,3 +471,90 @@ fn a_till_takes_payments_refunds_and_restarts_from_its_log() {
     merchant.node.stop().unwrap();
     eprintln!("done after {:?}", started.elapsed());
 }
+
+#[test]
+fn the_mnemonic_decides_the_node_and_commands_refuse_bad_input() {
+    let chain = TestChain::start();
+    let phrase = Keys::generate().phrase();
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = build_merchant(
+        &chain,
+        Keys::from_phrase(&phrase, None).unwrap(),
+        free_address(),
+        first_dir.path(),
+        Arc::default(),
+    );
+    let info = first.node.info();
+    assert!(info.running);
+    assert_eq!(info.network, Network::Regtest);
+    assert_eq!(info.alias.as_deref(), Some("till test merchant"));
+    assert_eq!(info.listening, vec![first.listen.clone()]);
+    assert_eq!(info.backup, BackupState::Ok);
+
+    // Invoices carry what was asked; their id is the payment the till will wait for.
+    let invoice = first
+        .node
+        .create_invoice(42_000, "two coffees", 300)
+        .unwrap();
+    assert_eq!(invoice.invoice.amount_milli_satoshis(), Some(42_000));
+    assert_eq!(invoice.invoice.expiry_time(), Duration::from_secs(300));
+    let parsed = till_engine::parse_invoice(&invoice.invoice.to_string()).unwrap();
+    assert_eq!(till_engine::payment_id_of(&parsed), invoice.payment_id);
+    let pending = first
+        .node
+        .payment(&invoice.payment_id)
+        .expect("an inbound record");
+    assert_eq!(pending.status, PaymentStatus::Pending);
+    assert!(matches!(
+        first
+            .node
+            .wait_payment(&invoice.payment_id, Duration::from_millis(100)),
+        Err(Error::Timeout { .. })
+    ));
+
+    assert!(matches!(
+        till_engine::parse_invoice("lnbc1nonsense"),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        first.node.pay(&parsed, Some(1)),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        first.node.refund(&invoice.payment_id, &parsed, None),
+        Err(Error::NotRefundable { .. })
+    ));
+    let unknown = ldk_node::lightning::ln::channelmanager::PaymentId([1; 32]);
+    assert!(matches!(
+        first.node.refund(&unknown, &parsed, None),
+        Err(Error::PaymentNotFound(_))
+    ));
+    assert!(first.node.refunds().unwrap().is_empty());
+    assert_eq!(first.node.balances(), till_engine::Balances::default());
+
+    // The same mnemonic on a fresh log is the same Lightning node with the same wallet, on a new
+    // device id; another passphrase is another node.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = build_merchant(
+        &chain,
+        Keys::from_phrase(&phrase, None).unwrap(),
+        free_address(),
+        second_dir.path(),
+        Arc::default(),
+    );
+    assert_eq!(second.node.info().node_id, info.node_id);
+    assert_ne!(second.node.info().device_id, info.device_id);
+    let third_dir = tempfile::tempdir().unwrap();
+    let third = build_merchant(
+        &chain,
+        Keys::from_phrase(&phrase, Some("another passphrase")).unwrap(),
+        free_address(),
+        third_dir.path(),
+        Arc::default(),
+    );
+    assert_ne!(third.node.info().node_id, info.node_id);
+    for merchant in [&first, &second, &third] {
+        merchant.node.stop().unwrap();
+        assert!(matches!(merchant.node.stop(), Err(Error::NotRunning)));
+    }
+}
