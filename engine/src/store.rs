@@ -87,6 +87,12 @@ pub enum BackupState {
         /// Its lease epoch.
         epoch: u64,
     },
+    /// The shipper stopped (released the lease, shut down, or failed for good); nothing more
+    /// becomes durable, so channel-state writes fail.
+    Stopped {
+        /// Why, for the merchant or the operator.
+        reason: String,
+    },
 }
 
 /// A barrier for a node without a remote: every seq counts as durable once committed locally.
