@@ -1,13 +1,16 @@
-//! The VSS endpoints over HTTP: authentication, limits, protobuf in and out, protocol errors.
+//! The VSS endpoints over HTTP: authentication, limits, protobuf in and out, protocol errors; and
+//! the read-only lease API (JSON).
 
 use crate::auth;
-use crate::store::{Delete, PutError, PutTransaction, Storage, StoreError, UserId, Write};
-use axum::Router;
+use crate::store::{
+    Delete, LeaseWrite, PutError, PutTransaction, Storage, StoreError, UserId, Write,
+};
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use till_vss::proto::{
     GetObjectResponse, KeyValue, ListKeyVersionsRequest, ListKeyVersionsResponse, PutObjectRequest,
     PutObjectResponse,
 };
+use till_vss::replica::{LEASE_MAGIC, LeaseHeader, LeaseState};
 
 /// Items (writes plus deletes) allowed in one `putObjects`, as in the reference server.
 pub(crate) const MAX_ITEMS: usize = 1000;
@@ -32,6 +36,8 @@ pub(crate) const GLOBAL_VERSION_KEY: &str = "vss_global_version";
 pub(crate) struct App {
     pub(crate) store: Arc<dyn Storage>,
     pub(crate) max_body_bytes: usize,
+    /// Whether head writes must respect the stored lease (off: `--no-lease-check`).
+    pub(crate) lease_check: bool,
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -41,6 +47,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/vss/deleteObject", post(delete_object))
         .route("/vss/listKeyVersions", post(list_key_versions))
         .route("/health", get(health))
+        .route("/api/v1/stores/{store_id}/lease", get(get_lease))
         // The body limit is enforced by `read_body`, which answers with a protocol error.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
@@ -213,6 +220,46 @@ fn check_key(key: &str, writable: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The lease header that the transaction items carrying one agree on, if any carries one.
+///
+/// A value that starts with the lease magic is a head write and must carry a valid header: one
+/// that does not decode is refused rather than stored unchecked. The epoch must fit PostgreSQL's
+/// BIGINT; no client comes near that (every acquire adds 1). Two heads with different headers in
+/// one request are refused, as no client sends them and the lease could not be both.
+fn lease_of(items: &[KeyValue]) -> Result<Option<LeaseHeader>, ApiError> {
+    let mut found: Option<(&str, LeaseHeader)> = None;
+    for kv in items {
+        if !kv.value.starts_with(&LEASE_MAGIC) {
+            continue;
+        }
+        let header = LeaseHeader::decode(&kv.value).map_err(|e| {
+            ApiError::invalid(format!(
+                "transaction item {:?} starts with the lease magic \"TLSE\" but is not a valid head: {e}",
+                kv.key
+            ))
+        })?;
+        if i64::try_from(header.epoch).is_err() {
+            return Err(ApiError::invalid(format!(
+                "transaction item {:?} carries lease epoch {}, above this server's limit of {}",
+                kv.key,
+                header.epoch,
+                i64::MAX
+            )));
+        }
+        match found {
+            Some((first, other)) if other != header => {
+                return Err(ApiError::invalid(format!(
+                    "transaction items {first:?} and {:?} carry different lease headers; a put may carry one lease",
+                    kv.key
+                )));
+            }
+            Some(_) => {}
+            None => found = Some((&kv.key, header)),
+        }
+    }
+    Ok(found.map(|(_, header)| header))
+}
+
 async fn health(State(app): State<Arc<App>>) -> Response {
     match app.store.health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
@@ -272,6 +319,10 @@ async fn put_objects(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
             for kv in request.transaction_items.iter().chain(&request.delete_items) {
                 check_key(&kv.key, true)?;
             }
+            let lease = lease_of(&request.transaction_items)?.map(|header| LeaseWrite {
+                header,
+                enforce: app.lease_check,
+            });
             let tx = PutTransaction {
                 store_id: request.store_id,
                 global_version: request.global_version,
@@ -285,6 +336,7 @@ async fn put_objects(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
                     .into_iter()
                     .map(|kv| Delete { key: kv.key, expected: kv.version })
                     .collect(),
+                lease,
             };
             match app.store.put(user, tx).await {
                 Ok(()) => Ok(PutObjectResponse {}),
@@ -382,4 +434,44 @@ async fn list_key_versions(
         }
         .await,
     )
+}
+
+/// A JSON error answer of the lease API: the status of the protocol error, `{"error": message}`.
+fn json_error(e: ApiError) -> Response {
+    (e.status, Json(serde_json::json!({ "error": e.message }))).into_response()
+}
+
+/// `GET /api/v1/stores/{store_id}/lease`: the lease the store's last accepted head write left, for
+/// the bearer token's user only (another user's store id reads as having none).
+async fn get_lease(
+    State(app): State<Arc<App>>,
+    Path(store_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let user = app.authenticate(&headers).await?;
+        check_store_id(&store_id)?;
+        Ok(app.store.lease(user, &store_id).await?)
+    }
+    .await;
+    match result {
+        Ok(Some(lease)) => {
+            let state = match lease.state {
+                LeaseState::Held => "held",
+                LeaseState::Released => "released",
+            };
+            Json(serde_json::json!({
+                "store_id": store_id,
+                "device": lease.device.to_string(),
+                "epoch": lease.epoch,
+                "state": state,
+            }))
+            .into_response()
+        }
+        Ok(None) => json_error(ApiError::new(
+            ErrorCode::NoSuchKeyException,
+            format!("store {store_id:?} has no lease: no head was ever written to it"),
+        )),
+        Err(e) => json_error(e),
+    }
 }

@@ -7,6 +7,15 @@
 //! user can read, list, write or delete another's objects whatever store id it sends. The endpoints
 //! live under `/vss` with the exact semantics of the reference server; `GET /health` answers 200
 //! while the store is reachable. Start it with [`Server::bind`] and [`Server::run`], or [`run`].
+//!
+//! The server is also lease-aware (DESIGN.md R4), as defence in depth on top of the clients' own
+//! version fencing: it reads the plaintext lease header in front of every head object written, keeps
+//! the store's lease durably in its store (changed in the same transaction as the head), and refuses
+//! with CONFLICT a head write from a device that does not hold the lease, naming the holder.
+//! `GET /api/v1/stores/{store_id}/lease` (same bearer token) answers the lease as JSON:
+//! `{"store_id", "device" (32 hex digits), "epoch", "state": "held" | "released"}`, 404
+//! `{"error"}` for a store without one. [`ServeConfig::lease_check`] off (`--no-lease-check`) makes
+//! the server accept writes like a stock VSS server while still recording the lease.
 
 mod auth;
 mod http;
@@ -64,15 +73,20 @@ pub struct ServeConfig {
     pub backend: Backend,
     /// Requests with a larger body are refused with HTTP 413.
     pub max_body_bytes: usize,
+    /// Refuse head writes from a device that does not hold the store's lease (the default). Off,
+    /// the server behaves like a stock VSS server, fencing by versions alone, and only records the
+    /// lease; tests use this to show that clients fence themselves.
+    pub lease_check: bool,
 }
 
 impl ServeConfig {
-    /// A config with the default body limit.
+    /// A config with the default body limit and the lease check on.
     pub fn new(listen: SocketAddr, backend: Backend) -> Self {
         ServeConfig {
             listen,
             backend,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            lease_check: true,
         }
     }
 }
@@ -170,6 +184,7 @@ impl Server {
         let app = Arc::new(http::App {
             store,
             max_body_bytes: config.max_body_bytes,
+            lease_check: config.lease_check,
         });
         Ok(Server { listener, app })
     }

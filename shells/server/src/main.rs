@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the VSS endpoints under /vss (and GET /health).
+    /// Serve the VSS endpoints under /vss, GET /health and GET /api/v1/stores/{store_id}/lease.
     Serve {
         /// Address to listen on; port 0 picks a free port (printed on start).
         #[arg(long)]
@@ -26,6 +26,10 @@ enum Command {
         /// Refuse request bodies larger than this (HTTP 413).
         #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Accept head writes from any device, like a stock VSS server (fencing by versions
+        /// alone); the lease is still recorded. For tests.
+        #[arg(long)]
+        no_lease_check: bool,
     },
     /// Manage users.
     User {
@@ -83,9 +87,11 @@ async fn main() -> anyhow::Result<()> {
             listen,
             store,
             max_body_bytes,
+            no_lease_check,
         } => {
             let mut config = ServeConfig::new(listen, store.backend());
             config.max_body_bytes = max_body_bytes;
+            config.lease_check = !no_lease_check;
             let server = Server::bind(config).await.context("starting till-server")?;
             println!("till-server listening on http://{}", server.local_addr()?);
             server.run(shutdown_signal()).await.context("serving")?;

@@ -1,14 +1,17 @@
 //! The storage seam: one trait, two backends (embedded redb, PostgreSQL).
 //!
 //! Everything a `putObjects` changes travels as one [`PutTransaction`] and each backend applies it in
-//! one database transaction, checking every condition first. A later record that must change
-//! atomically with a put (the store's lease) becomes a field of [`PutTransaction`] and is checked
-//! and written inside the same backend transaction.
+//! one database transaction, checking every condition first. The store's lease (DESIGN.md R4),
+//! which must change atomically with the head write that carries it, is a field of
+//! [`PutTransaction`] and is checked and written inside the same backend transaction.
 
 pub(crate) mod postgres;
 pub(crate) mod redb;
 
 use async_trait::async_trait;
+use till_vss::replica::{
+    LEASE_FORMAT_VERSION, LEASE_HEADER_LEN, LEASE_MAGIC, LeaseHeader, LeaseState,
+};
 
 /// The number a backend gave a user when it was created. Objects are keyed by it, never by name or
 /// token, so a token can be replaced without moving data.
@@ -44,14 +47,56 @@ pub(crate) struct Delete {
     pub(crate) expected: i64,
 }
 
+/// The lease header of a head write in a `putObjects`, to be recorded as the store's lease.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeaseWrite {
+    pub(crate) header: LeaseHeader,
+    /// Whether the write must pass [`lease_allows`]; off (`--no-lease-check`), the server behaves
+    /// like a stock VSS server and only records the header.
+    pub(crate) enforce: bool,
+}
+
 /// Everything one `putObjects` changes, applied all-or-nothing in one backend transaction, in this
-/// order: writes, then deletes, then the global version (a key named twice sees its earlier item).
+/// order: the lease, then writes, then deletes, then the global version (a key named twice sees its
+/// earlier item).
 #[derive(Clone, Debug)]
 pub(crate) struct PutTransaction {
     pub(crate) store_id: String,
     pub(crate) global_version: Option<i64>,
     pub(crate) writes: Vec<Write>,
     pub(crate) deletes: Vec<Delete>,
+    /// Set when a write carries a lease header (a head object); stored as the store's lease when
+    /// the transaction commits.
+    pub(crate) lease: Option<LeaseWrite>,
+}
+
+/// Whether a head write under `new` may replace the `stored` lease (DESIGN.md R4): when the store
+/// has no lease yet; with a higher epoch (an acquire after a release, or a confirmed takeover, both
+/// bump it); or at the same epoch from the same device (the holder's own writes and its release).
+/// A lower epoch, or the same epoch from another device, is refused. No clock is involved.
+pub(crate) fn lease_allows(stored: Option<&LeaseHeader>, new: &LeaseHeader) -> bool {
+    match stored {
+        None => true,
+        Some(s) => new.epoch > s.epoch || (new.epoch == s.epoch && new.device == s.device),
+    }
+}
+
+/// Checks `write` against the `stored` lease of `store_id`; the conflict names the holder.
+pub(crate) fn check_lease(
+    store_id: &str,
+    stored: Option<&LeaseHeader>,
+    write: &LeaseWrite,
+) -> Result<(), Conflict> {
+    match stored {
+        Some(holder) if write.enforce && !lease_allows(stored, &write.header) => {
+            Err(Conflict::Lease {
+                store_id: store_id.to_owned(),
+                holder: *holder,
+                writer: write.header,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What did not match when a transaction was refused.
@@ -71,6 +116,31 @@ pub(crate) enum Conflict {
     },
     #[error("the global version was given as {expected} but is {found}")]
     GlobalVersion { expected: i64, found: i64 },
+    #[error("{}", lease_text(store_id, holder, writer))]
+    Lease {
+        store_id: String,
+        holder: LeaseHeader,
+        writer: LeaseHeader,
+    },
+}
+
+fn lease_text(store_id: &str, holder: &LeaseHeader, writer: &LeaseHeader) -> String {
+    let held = match holder.state {
+        LeaseState::Held => format!(
+            "is held by device {} (epoch {})",
+            holder.device, holder.epoch
+        ),
+        LeaseState::Released => format!(
+            "was released by device {} (epoch {}); acquiring it takes epoch {}",
+            holder.device,
+            holder.epoch,
+            holder.epoch.saturating_add(1)
+        ),
+    };
+    format!(
+        "the lease of store {store_id:?} {held}; device {} (epoch {}) may not write",
+        writer.device, writer.epoch
+    )
 }
 
 fn found_text(found: Option<i64>) -> String {
@@ -154,6 +224,9 @@ pub(crate) trait Storage: Send + Sync + 'static {
     /// Applies the whole transaction or, on the first mismatch, nothing.
     async fn put(&self, user: UserId, tx: PutTransaction) -> Result<(), PutError>;
 
+    /// The store's lease as the last accepted head write left it, if any head was ever written.
+    async fn lease(&self, user: UserId, store_id: &str) -> Result<Option<LeaseHeader>, StoreError>;
+
     /// Deletes the key if it exists at `expected` (-1: at any version); otherwise does nothing.
     async fn delete(
         &self,
@@ -172,4 +245,105 @@ pub(crate) trait Storage: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Listed>, StoreError>;
+}
+
+/// The lease state as stored: 1 held, 2 released (the lease header's own codes).
+pub(crate) fn state_code(state: LeaseState) -> u8 {
+    match state {
+        LeaseState::Held => 1,
+        LeaseState::Released => 2,
+    }
+}
+
+/// A lease from its stored fields. It goes through the lease header's decoder, so a field no
+/// writer produces reads as a corrupt record instead of a lease.
+pub(crate) fn lease_from_fields(
+    device: &[u8],
+    epoch: u64,
+    state: u8,
+) -> Result<LeaseHeader, StoreError> {
+    let device: [u8; 16] = device.try_into().map_err(|_| {
+        StoreError::new(
+            "corrupt lease record",
+            format!("device id of {} bytes", device.len()),
+        )
+    })?;
+    let mut header = [0u8; LEASE_HEADER_LEN];
+    header[..4].copy_from_slice(&LEASE_MAGIC);
+    header[4] = LEASE_FORMAT_VERSION;
+    header[5] = state;
+    header[8..24].copy_from_slice(&device);
+    header[24..].copy_from_slice(&epoch.to_le_bytes());
+    LeaseHeader::decode(&header).map_err(|e| StoreError::new("corrupt lease record", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(device: u8, epoch: u64, state: u8) -> LeaseHeader {
+        lease_from_fields(&[device; 16], epoch, state).unwrap()
+    }
+
+    fn write(device: u8, epoch: u64, enforce: bool) -> LeaseWrite {
+        LeaseWrite {
+            header: lease(device, epoch, 1),
+            enforce,
+        }
+    }
+
+    #[test]
+    fn the_lease_rule_follows_r4() {
+        let held = lease(0xa, 3, 1);
+        let released = lease(0xa, 3, 2);
+        // A new store takes any lease.
+        assert!(lease_allows(None, &lease(0xb, 0, 1)));
+        for stored in [held, released] {
+            // The holder's own writes and its release.
+            assert!(lease_allows(Some(&stored), &lease(0xa, 3, 1)));
+            assert!(lease_allows(Some(&stored), &lease(0xa, 3, 2)));
+            // An acquire after a release or a takeover bumps the epoch, by any device.
+            assert!(lease_allows(Some(&stored), &lease(0xb, 4, 1)));
+            assert!(lease_allows(Some(&stored), &lease(0xa, 9, 1)));
+            // Another device at the same epoch, anyone at a lower one: refused.
+            assert!(!lease_allows(Some(&stored), &lease(0xb, 3, 1)));
+            assert!(!lease_allows(Some(&stored), &lease(0xa, 2, 1)));
+            assert!(!lease_allows(Some(&stored), &lease(0xb, 2, 2)));
+        }
+    }
+
+    #[test]
+    fn a_refused_lease_names_the_holder_and_the_writer() {
+        let holder = lease(0xa, 3, 1);
+        let conflict = check_lease("S", Some(&holder), &write(0xb, 3, true)).unwrap_err();
+        assert_eq!(
+            conflict.to_string(),
+            format!(
+                "the lease of store \"S\" is held by device {} (epoch 3); device {} (epoch 3) may not write",
+                "0a".repeat(16),
+                "0b".repeat(16)
+            )
+        );
+        let released = lease(0xa, 3, 2);
+        let text = check_lease("S", Some(&released), &write(0xb, 2, true))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(&"0a".repeat(16)), "{text}");
+        assert!(text.contains("takes epoch 4"), "{text}");
+        // Without enforcement every write passes; the lease is only recorded.
+        assert!(check_lease("S", Some(&holder), &write(0xb, 1, false)).is_ok());
+        assert!(check_lease("S", None, &write(0xb, 1, true)).is_ok());
+    }
+
+    #[test]
+    fn stored_lease_fields_round_trip_and_refuse_corruption() {
+        let l = lease(7, u64::from(u32::MAX) + 5, 2);
+        assert_eq!(
+            (l.device.0, l.epoch, l.state),
+            ([7; 16], u64::from(u32::MAX) + 5, LeaseState::Released)
+        );
+        assert_eq!(state_code(l.state), 2);
+        assert!(lease_from_fields(&[7; 16], 1, 3).is_err());
+        assert!(lease_from_fields(&[7; 15], 1, 1).is_err());
+    }
 }

@@ -3,15 +3,17 @@
 //! `docs/FORMAT.md` ("till-server store").
 
 use super::{
-    Conflict, CreateUserError, Credential, Listed, Object, PutError, PutTransaction, Storage,
-    StoreError, UserId,
+    Conflict, CreateUserError, Credential, LeaseWrite, Listed, Object, PutError, PutTransaction,
+    Storage, StoreError, UserId, check_lease, lease_from_fields, state_code,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use till_vss::replica::LeaseHeader;
 use tokio_postgres::NoTls;
 
-/// The schema version this code creates and expects (`till_schema.version`).
-const SCHEMA_VERSION: i32 = 1;
+/// The schema version this code creates and expects (`till_schema.version`). A version 1 database
+/// is upgraded to 2 on start ([`SCHEMA_V2`]).
+const SCHEMA_VERSION: i32 = 2;
 /// Serialises schema creation between server processes starting at once.
 const MIGRATION_LOCK: i64 = 0x7469_6c6c_5f76_7373; // "till_vss"
 
@@ -41,6 +43,20 @@ CREATE TABLE till_global_versions (
     user_id     BIGINT NOT NULL REFERENCES till_users (id),
     store_id    TEXT NOT NULL,
     version     BIGINT NOT NULL,
+    PRIMARY KEY (user_id, store_id)
+);
+";
+
+/// From schema 1 to 2: the store's lease (DESIGN.md R4), one row per (user, store), changed in the
+/// transaction of the head write that carries it. `epoch` is the lease header's u64; the server
+/// refuses epochs above `i64::MAX`, so it always fits.
+const SCHEMA_V2: &str = "
+CREATE TABLE till_leases (
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    store_id    TEXT NOT NULL,
+    device      BYTEA NOT NULL CHECK (length(device) = 16),
+    epoch       BIGINT NOT NULL CHECK (epoch >= 0),
+    state       SMALLINT NOT NULL CHECK (state IN (1, 2)),
     PRIMARY KEY (user_id, store_id)
 );
 ";
@@ -106,6 +122,9 @@ impl PostgresStorage {
                 tx.batch_execute(SCHEMA_V1)
                     .await
                     .map_err(db("create schema v1"))?;
+                tx.batch_execute(SCHEMA_V2)
+                    .await
+                    .map_err(db("create schema v2"))?;
                 tx.execute(
                     "INSERT INTO till_schema (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
@@ -113,12 +132,20 @@ impl PostgresStorage {
                 .await
                 .map_err(db("record schema version"))?;
             }
+            Some(1) => {
+                tx.batch_execute(SCHEMA_V2)
+                    .await
+                    .map_err(db("upgrade schema to v2"))?;
+                tx.execute("UPDATE till_schema SET version = $1", &[&SCHEMA_VERSION])
+                    .await
+                    .map_err(db("record schema version"))?;
+            }
             Some(SCHEMA_VERSION) => {}
             Some(other) => {
                 return Err(StoreError::new(
                     "refusing the PostgreSQL database",
                     format!(
-                        "its till-server schema is version {other}; this till-server knows version {SCHEMA_VERSION} only"
+                        "its till-server schema is version {other}; this till-server knows versions 1 to {SCHEMA_VERSION} only"
                     ),
                 ));
             }
@@ -148,6 +175,64 @@ async fn version_of(
     Ok(row.map(|r| r.get(0)))
 }
 
+fn lease_row(row: &tokio_postgres::Row) -> Result<LeaseHeader, StoreError> {
+    let device: Vec<u8> = row.get(0);
+    let epoch = u64::try_from(row.get::<_, i64>(1))
+        .map_err(|e| StoreError::new("corrupt lease record", e))?;
+    let state = u8::try_from(row.get::<_, i16>(2))
+        .map_err(|e| StoreError::new("corrupt lease record", e))?;
+    lease_from_fields(&device, epoch, state)
+}
+
+/// Checks and records the lease of a head write in `tx`. The store's lease row is locked for the
+/// rest of the transaction (by the insert that creates it, or by `FOR UPDATE`), so server processes
+/// sharing the database decide one after the other, each against the lease the previous one left.
+async fn apply_lease(
+    tx: &Transaction<'_>,
+    user: UserId,
+    store: &str,
+    write: &LeaseWrite,
+) -> Result<Result<(), Conflict>, StoreError> {
+    let header = &write.header;
+    let epoch = i64::try_from(header.epoch)
+        .map_err(|e| StoreError::new("lease epoch out of range (the HTTP layer refuses it)", e))?;
+    let state = i16::from(state_code(header.state));
+    let device = header.device.0.as_slice();
+    // A first lease needs no check. If another transaction is creating the same row, this waits
+    // for it, and then finds the row.
+    let created = tx
+        .execute(
+            "INSERT INTO till_leases (user_id, store_id, device, epoch, state)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&user.0, &store, &device, &epoch, &state],
+        )
+        .await
+        .map_err(db("create lease"))?;
+    if created == 1 {
+        return Ok(Ok(()));
+    }
+    let row = tx
+        .query_one(
+            "SELECT device, epoch, state FROM till_leases
+             WHERE user_id = $1 AND store_id = $2 FOR UPDATE",
+            &[&user.0, &store],
+        )
+        .await
+        .map_err(db("lock lease"))?;
+    let stored = lease_row(&row)?;
+    if let Err(conflict) = check_lease(store, Some(&stored), write) {
+        return Ok(Err(conflict));
+    }
+    tx.execute(
+        "UPDATE till_leases SET device = $3, epoch = $4, state = $5
+         WHERE user_id = $1 AND store_id = $2",
+        &[&user.0, &store, &device, &epoch, &state],
+    )
+    .await
+    .map_err(db("write lease"))?;
+    Ok(Ok(()))
+}
+
 /// Runs every item of `put` in `tx`; the first one that matches no row is the conflict.
 async fn apply_put(
     tx: &Transaction<'_>,
@@ -155,6 +240,11 @@ async fn apply_put(
     put: &PutTransaction,
 ) -> Result<Result<(), Conflict>, StoreError> {
     let store = put.store_id.as_str();
+    if let Some(write) = &put.lease
+        && let Err(conflict) = apply_lease(tx, user, store, write).await?
+    {
+        return Ok(Err(conflict));
+    }
     let upsert = tx
         .prepare_cached(
             "INSERT INTO till_objects (user_id, store_id, key, version, value) VALUES ($1, $2, $3, 1, $4)
@@ -367,6 +457,18 @@ impl Storage for PostgresStorage {
                 Err(PutError::Conflict(conflict))
             }
         }
+    }
+
+    async fn lease(&self, user: UserId, store_id: &str) -> Result<Option<LeaseHeader>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT device, epoch, state FROM till_leases WHERE user_id = $1 AND store_id = $2",
+                &[&user.0, &store_id],
+            )
+            .await
+            .map_err(db("read lease"))?;
+        row.as_ref().map(lease_row).transpose()
     }
 
     async fn delete(

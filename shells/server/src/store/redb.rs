@@ -7,19 +7,21 @@
 
 use super::{
     Conflict, CreateUserError, Credential, Listed, Object, PutError, PutTransaction, Storage,
-    StoreError, UserId,
+    StoreError, UserId, check_lease, lease_from_fields, state_code,
 };
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use till_vss::replica::LeaseHeader;
 use tokio::sync::{mpsc, oneshot};
 
 /// The file name inside the data directory.
 pub(crate) const FILE_NAME: &str = "till-server.redb";
-/// The layout version this code reads and writes (META "format").
-const FORMAT: u64 = 1;
+/// The layout version this code reads and writes (META "format"). Version 1 files (before the
+/// `leases` table) are upgraded on open: the upgrade only adds the empty table.
+const FORMAT: u64 = 2;
 /// The version byte in front of every record value.
 const RECORD_V1: u8 = 1;
 /// At most this many puts share one commit.
@@ -32,6 +34,7 @@ const OBJECTS: TableDefinition<'static, (i64, &str, &str), &[u8]> = TableDefinit
 const BY_CREATION: TableDefinition<'static, (i64, &str, i64), &str> =
     TableDefinition::new("objects_by_creation");
 const GLOBALS: TableDefinition<'static, (i64, &str), i64> = TableDefinition::new("global_versions");
+const LEASES: TableDefinition<'static, (i64, &str), &[u8]> = TableDefinition::new("leases");
 
 enum Job {
     Put {
@@ -87,7 +90,9 @@ impl RedbStorage {
                 .map_err(|e| err("read format")(e.into()))?
                 .map(|g| g.value());
             match found {
-                None => {
+                // A new file, or a version 1 file: the tables below are created if missing,
+                // which is all the upgrade from 1 takes.
+                None | Some(1) => {
                     meta.insert("format", FORMAT)
                         .map_err(|e| err("write format")(e.into()))?;
                 }
@@ -96,7 +101,7 @@ impl RedbStorage {
                     return Err(StoreError::new(
                         "refusing the redb store",
                         format!(
-                            "{} has format version {other}; this till-server reads version {FORMAT} only",
+                            "{} has format version {other}; this till-server reads versions 1 to {FORMAT} only",
                             path.display()
                         ),
                     ));
@@ -112,6 +117,8 @@ impl RedbStorage {
                 .map_err(|e| err("open objects_by_creation")(e.into()))?;
             wtx.open_table(GLOBALS)
                 .map_err(|e| err("open global_versions")(e.into()))?;
+            wtx.open_table(LEASES)
+                .map_err(|e| err("open leases")(e.into()))?;
         }
         wtx.commit().map_err(|e| err("commit")(e.into()))?;
         let db = Arc::new(db);
@@ -181,11 +188,33 @@ fn decode_object(bytes: &[u8]) -> Result<(i64, i64, &[u8]), StoreError> {
     }
 }
 
+/// Encodes a lease record: version byte, state (1 held, 2 released), device id, epoch.
+fn encode_lease(lease: &LeaseHeader) -> [u8; 26] {
+    let mut out = [0u8; 26];
+    out[0] = RECORD_V1;
+    out[1] = state_code(lease.state);
+    out[2..18].copy_from_slice(&lease.device.0);
+    out[18..].copy_from_slice(&lease.epoch.to_be_bytes());
+    out
+}
+
+fn decode_lease(bytes: &[u8]) -> Result<LeaseHeader, StoreError> {
+    if bytes.len() != 26 || bytes[0] != RECORD_V1 {
+        return Err(StoreError::new(
+            "lease record of unknown format or corrupt",
+            format!("{} bytes", bytes.len()),
+        ));
+    }
+    let epoch = u64::from_be_bytes(bytes[18..26].try_into().unwrap_or_default());
+    lease_from_fields(&bytes[2..18], epoch, bytes[1])
+}
+
 struct WriteTables<'t> {
     meta: Table<'t, &'static str, u64>,
     objects: Table<'t, (i64, &'static str, &'static str), &'static [u8]>,
     by_creation: Table<'t, (i64, &'static str, i64), &'static str>,
     globals: Table<'t, (i64, &'static str), i64>,
+    leases: Table<'t, (i64, &'static str), &'static [u8]>,
 }
 
 fn writer_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
@@ -242,6 +271,9 @@ fn commit_batch(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), Conflict>
             globals: wtx
                 .open_table(GLOBALS)
                 .map_err(|e| err("open global_versions")(e.into()))?,
+            leases: wtx
+                .open_table(LEASES)
+                .map_err(|e| err("open leases")(e.into()))?,
         };
         let mut next_created = t
             .meta
@@ -299,7 +331,19 @@ fn apply_put(
 ) -> Result<Result<(), Conflict>, StoreError> {
     let store = tx.store_id.as_str();
     // Phase 1: check every condition in request order against the stored state as changed by the
-    // earlier items; nothing is written yet, so a conflict leaves nothing to undo.
+    // earlier items (and by the earlier puts of this batch, already applied to the tables);
+    // nothing is written yet, so a conflict leaves nothing to undo.
+    if let Some(write) = &tx.lease {
+        let stored = t
+            .leases
+            .get((user.0, store))
+            .map_err(|e| err("read lease")(e.into()))?
+            .map(|g| decode_lease(g.value()))
+            .transpose()?;
+        if let Err(conflict) = check_lease(store, stored.as_ref(), write) {
+            return Ok(Err(conflict));
+        }
+    }
     let mut original: HashMap<&str, Option<(i64, i64)>> = HashMap::new();
     // The final state of each touched key: (version, created, value) or deleted.
     let mut planned: HashMap<&str, Planned<'_>> = HashMap::new();
@@ -388,6 +432,11 @@ fn apply_put(
         t.globals
             .insert((user.0, store), g)
             .map_err(|e| err("write global version")(e.into()))?;
+    }
+    if let Some(write) = &tx.lease {
+        t.leases
+            .insert((user.0, store), encode_lease(&write.header).as_slice())
+            .map_err(|e| err("write lease")(e.into()))?;
     }
     Ok(Ok(()))
 }
@@ -592,6 +641,20 @@ impl Storage for RedbStorage {
         self.submit(|reply| Job::Put { user, tx, reply }).await
     }
 
+    async fn lease(&self, user: UserId, store_id: &str) -> Result<Option<LeaseHeader>, StoreError> {
+        let store_id = store_id.to_owned();
+        self.read(move |rtx| {
+            let leases = rtx
+                .open_table(LEASES)
+                .map_err(|e| err("open leases")(e.into()))?;
+            let found = leases
+                .get((user.0, store_id.as_str()))
+                .map_err(|e| err("read lease")(e.into()))?;
+            found.map(|g| decode_lease(g.value())).transpose()
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         user: UserId,
@@ -664,5 +727,76 @@ impl Storage for RedbStorage {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `format` with one object and no `leases` table, as an older server left it.
+    fn old_file(dir: &Path, format: u64) {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(META)
+            .unwrap()
+            .insert("format", format)
+            .unwrap();
+        wtx.open_table(OBJECTS)
+            .unwrap()
+            .insert((1, "s", "k"), encode_object(1, 1, b"v").as_slice())
+            .unwrap();
+        wtx.commit().unwrap();
+    }
+
+    /// A file written before the `leases` table (format 1) opens, gains the table and format 2,
+    /// and keeps its objects; a file of a later format is refused.
+    #[test]
+    fn format_1_is_upgraded_and_later_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        old_file(dir.path(), 1);
+        let storage = RedbStorage::open(dir.path()).unwrap();
+        let rtx = storage.db.begin_read().unwrap();
+        let format = rtx
+            .open_table(META)
+            .unwrap()
+            .get("format")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(format, FORMAT);
+        assert!(
+            rtx.open_table(LEASES)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(
+            rtx.open_table(OBJECTS)
+                .unwrap()
+                .get((1, "s", "k"))
+                .unwrap()
+                .is_some()
+        );
+
+        let later = tempfile::tempdir().unwrap();
+        old_file(later.path(), FORMAT + 1);
+        let refused = RedbStorage::open(later.path()).err().unwrap().to_string();
+        assert!(
+            refused.contains(&format!("format version {}", FORMAT + 1)),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn lease_records_round_trip() {
+        let lease = lease_from_fields(&[9; 16], 1 << 40, 1).unwrap();
+        assert_eq!(decode_lease(&encode_lease(&lease)).unwrap(), lease);
+        let mut bad = encode_lease(&lease);
+        bad[1] = 0;
+        assert!(decode_lease(&bad).is_err());
+        assert!(decode_lease(&bad[..25]).is_err());
     }
 }
