@@ -1,14 +1,15 @@
 //! Replication (DESIGN.md section 3): the local log shipped to a VSS store as
 //! sealed segments under a master lease, and restored from it.
 
+mod device;
 mod head;
 mod keys;
 mod plan;
 mod remote;
-mod replica;
 mod replicator;
 mod restore;
 
+pub use device::{Lease, Replica, ReplicaError, SyncReport, TakeoverConfirmed};
 pub use head::{
     HeadError, LEASE_FORMAT_VERSION, LEASE_HEADER_LEN, LEASE_MAGIC, LeaseHeader, LeaseHeaderError,
     LeaseState, MANIFEST_FORMAT_VERSION, Manifest, SnapshotRef,
@@ -16,7 +17,6 @@ pub use head::{
 pub use keys::BackupKeys;
 pub use plan::{Plan, PlanError, Target, plan};
 pub use remote::{Remote, RemoteError, SNAPSHOT_FORMAT_VERSION};
-pub use replica::{Lease, Replica, ReplicaError, SyncReport, TakeoverConfirmed};
 pub use replicator::{
     DurableError, Fenced, Replicator, ReplicatorConfig, ReplicatorHandle, ReplicatorState,
     ReplicatorStatus, Retention,

@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use till_log::{DeviceId, Event, Log};
 use tokio::sync::Notify;
 
+use super::device::{Lease, NEXT_SEGMENT};
 use super::head::{LeaseState, Manifest};
 use super::keys::names;
 use super::remote::Remote;
-use super::replica::{Lease, NEXT_SEGMENT};
 use crate::{Error as VssError, KeyValue};
 
 /// Which old history a replicator deletes.

@@ -4,10 +4,10 @@
 
 use till_log::{ApplyError, Event, FoldError, Hash, Log, ReadError, State};
 
+use super::device::NEXT_SEGMENT;
 use super::head::Manifest;
 use super::plan::{Plan, PlanError, Target, plan};
 use super::remote::{Remote, RemoteError};
-use super::replica::NEXT_SEGMENT;
 
 /// How many segments are fetched at once.
 const FETCH_WINDOW: usize = 8;
