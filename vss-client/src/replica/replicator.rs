@@ -646,19 +646,12 @@ impl Worker {
         )))
     }
 
-    /// Records a landed upload: outbox, position, status.
+    /// Records a landed upload: status first (the events are on the server,
+    /// so waiters may go on), then the outbox watermark and position. A crash
+    /// between the two leaves the watermark behind the server, which resuming
+    /// the lease reconciles from the head.
     fn landed(&mut self, upload: Upload) -> Result<(), String> {
-        if upload.events > 0 {
-            self.log
-                .mark_shipped(upload.last_seq)
-                .map_err(|e| e.to_string())?;
-        }
-        self.log
-            .local_put(NEXT_SEGMENT, &upload.manifest.segments.to_le_bytes())
-            .map_err(|e| e.to_string())?;
-        self.manifest = upload.manifest;
-        self.version += 1;
-        let segments = self.manifest.segments;
+        let segments = upload.manifest.segments;
         self.shared.update(|s| {
             s.durable_seq = s.durable_seq.max(upload.last_seq);
             s.state = ReplicatorState::Running;
@@ -667,6 +660,16 @@ impl Worker {
             s.bytes_uploaded += upload.bytes;
             s.segments = segments;
         });
+        if upload.events > 0 {
+            self.log
+                .mark_shipped(upload.last_seq)
+                .map_err(|e| e.to_string())?;
+        }
+        self.log
+            .local_put(NEXT_SEGMENT, &segments.to_le_bytes())
+            .map_err(|e| e.to_string())?;
+        self.manifest = upload.manifest;
+        self.version += 1;
         Ok(())
     }
 }
