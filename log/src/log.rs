@@ -366,8 +366,15 @@ impl Log {
             let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
             let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
-            let meta = txn.open_table(META).map_err(StorageError::from)?;
-            let mut head = head_of(&events, &meta).map_err(AppendError::Corrupt)?;
+            // The meta table is opened only for an empty log (its base): an
+            // untouched table costs nothing in the commit.
+            let mut head = match last_event_head(&events).map_err(AppendError::Corrupt)? {
+                Some(head) => head,
+                None => {
+                    let meta = txn.open_table(META).map_err(StorageError::from)?;
+                    read_base(&meta).map_err(AppendError::Corrupt)?
+                }
+            };
             let at_ms = self.options.clock.now_ms().max(head.at_ms);
             for (_, writes) in batches {
                 let mut results = Vec::with_capacity(writes.len());
@@ -965,19 +972,29 @@ fn head_of(
     events: &impl ReadableTable<u64, &'static [u8]>,
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Head, String> {
+    match last_event_head(events)? {
+        Some(head) => Ok(head),
+        None => read_base(meta),
+    }
+}
+
+/// The head given by the last event, if the log holds any.
+fn last_event_head(
+    events: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Option<Head>, String> {
     match events.last().map_err(|e| e.to_string())? {
         Some((seq, record)) => {
             let record = record.value();
             let event = Event::decode(record).map_err(|e| {
                 format!("the last event (seq {}) does not decode: {e}", seq.value())
             })?;
-            Ok(Head {
+            Ok(Some(Head {
                 seq: seq.value(),
                 hash: Hash::of_record(record),
                 at_ms: event.at_ms,
-            })
+            }))
         }
-        None => read_base(meta),
+        None => Ok(None),
     }
 }
 
