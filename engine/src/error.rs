@@ -76,6 +76,12 @@ pub enum Error {
     /// The backup refused to confirm a write (fenced by another device, or its shipper stopped).
     #[error("backup: {0}")]
     Backup(#[from] BarrierError),
+    /// The mnemonic's backup keys do not open the backup on the server.
+    #[error("this mnemonic does not open this backup")]
+    WrongKey,
+    /// Syncing with, restoring from or taking the lease on the backup failed.
+    #[error("the backup: {0}")]
+    Replication(String),
     /// A wait gave up.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout {

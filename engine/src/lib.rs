@@ -15,6 +15,11 @@
 //! refunds recorded against the original payment, balances, channels, on-chain funds, node info.
 //! Every command returns the one flat [`Error`].
 //!
+//! [`Audit`] replays the log for developers: the state at any seq or time, the keys changed
+//! between two points, and the local hash chain checked against the server's head. [`Records`]
+//! decodes what the types allow (ldk-node's payments, Till's payment and refund records, channel
+//! monitors, the on-chain wallet's changesets); [`describe`] gives any record a one-line summary.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use till_engine::{Keys, LocalOnly, LogStore, Node, NodeConfig};
@@ -31,11 +36,18 @@
 //! node.stop().unwrap();
 //! ```
 
+mod audit;
 mod error;
 mod keys;
 mod node;
 mod store;
 
+pub use audit::{
+    Audit, BDK_WALLET_NAMESPACE, Change, ChangeKind, ChannelView, Diff, KeySummary, KeyVersion,
+    Keychain, LDK_PAYMENTS_NAMESPACE, MonitorUpdateView, MonitorView, Point, Record,
+    RecordedPayment, RecordedRefund, Records, RemoteCheck, RemoteStatus, WalletRecord,
+    decode_record, describe,
+};
 pub use error::Error;
 pub use keys::{BACKUP_SECRET_PATH, DEVICE_ID_FORMAT_VERSION, DEVICE_ID_RECORD, Keys, device_id};
 pub use node::{

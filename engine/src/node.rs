@@ -167,21 +167,21 @@ pub struct NodeInfo {
 
 /// Till's record of a refund (`till/refunds/<refund payment id>`), postcard after the version byte.
 #[derive(Serialize, Deserialize)]
-struct RefundRecord {
-    original: [u8; 32],
-    amount_msat: u64,
-    at_ms: u64,
+pub(crate) struct RefundRecord {
+    pub(crate) original: [u8; 32],
+    pub(crate) amount_msat: u64,
+    pub(crate) at_ms: u64,
 }
 
 /// Till's record of a settled or failed payment (`till/payments/<payment id>`), written by the
 /// event loop when ldk-node reports the outcome.
 #[derive(Serialize, Deserialize)]
-struct PaymentRecord {
-    inbound: bool,
-    succeeded: bool,
-    amount_msat: Option<u64>,
-    fee_paid_msat: Option<u64>,
-    at_ms: u64,
+pub(crate) struct PaymentRecord {
+    pub(crate) inbound: bool,
+    pub(crate) succeeded: bool,
+    pub(crate) amount_msat: Option<u64>,
+    pub(crate) fee_paid_msat: Option<u64>,
+    pub(crate) at_ms: u64,
 }
 
 /// The merchant's Lightning node: ldk-node with every state change in the event log.
@@ -710,13 +710,13 @@ fn record(node: &ldk_node::Node, store: &LogStore, event: &Event) -> Result<(), 
     Ok(())
 }
 
-fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     let mut bytes = vec![RECORD_FORMAT_VERSION];
     bytes.extend(postcard::to_stdvec(record).expect("records serialize"));
     bytes
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(key: &Key, bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &Key, bytes: &[u8]) -> Result<T, Error> {
     match bytes {
         [RECORD_FORMAT_VERSION, rest @ ..] => {
             postcard::from_bytes(rest).map_err(|e| Error::CorruptRecord {

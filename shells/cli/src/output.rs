@@ -1,0 +1,42 @@
+//! Output for people (text) or scripts (`--json`).
+
+use serde::Serialize;
+
+/// Where results go: text lines or JSON values on stdout.
+pub struct Output {
+    json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints `value` as one line of JSON (with `--json`) or `text` otherwise.
+    pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(value).expect("output serializes")
+            );
+        } else {
+            println!("{}", text());
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Unix milliseconds as an RFC 3339 time (UTC, milliseconds).
+pub fn time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
