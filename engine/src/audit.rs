@@ -357,7 +357,8 @@ impl<'a> Audit<'a> {
                     remote_seq,
                     checked: false,
                 },
-                Err(e) => return Err(e.into()),
+                Err(RestoreError::Remote(e)) => return Err(remote_error(e)),
+                Err(e) => return Err(Error::Replication(e.to_string())),
             }
         };
         Ok(RemoteCheck {
