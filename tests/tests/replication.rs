@@ -504,3 +504,66 @@ async fn a_follower_pulls_and_a_restart_resumes() {
     // Replay works on the follower's replica too.
     assert_eq!(follower.log.replay(10).unwrap(), a.log.replay(10).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_history_only_when_asked() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    let config = till_vss::replica::ReplicatorConfig {
+        snapshot_every: 100,
+        retention: till_vss::replica::Retention::KeepSnapshots(1),
+        ..test_config()
+    };
+    a.acquire(config).await.unwrap();
+    let mut last = 0;
+    for round in 0..6 {
+        last = a.append(&format!("r{round}"), 60);
+        durable(&a, last).await;
+    }
+    let remote = a.replica.remote().clone();
+    let (manifest, _) = remote.head().await.unwrap().unwrap();
+    assert!(
+        manifest.snapshots.len() == 1 && manifest.first_segment > 0,
+        "retention kept {} snapshots from segment {}",
+        manifest.snapshots.len(),
+        manifest.first_segment
+    );
+    // The deleted segments are gone from the server.
+    let listing = remote.listing().await.unwrap();
+    assert!(!listing.contains_key(&remote.name(&object_names::segment(0))));
+    // The latest state still restores exactly, from the snapshot and the tail.
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert_eq!(c.log.head().unwrap().seq, last);
+    // A point before the kept snapshot is refused with the reason.
+    let err = restore_state(&remote, Target::Seq(5), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RestoreError::Plan(PlanError::BeforeRetention { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retention"), "{err}");
+
+    // Without a policy, every segment is kept.
+    let mut b = Device::new(&url, &s.token, rand::random());
+    b.acquire(till_vss::replica::ReplicatorConfig {
+        snapshot_every: 100,
+        ..test_config()
+    })
+    .await
+    .unwrap();
+    for round in 0..4 {
+        let seq = b.append(&format!("r{round}"), 60);
+        durable(&b, seq).await;
+    }
+    let (manifest, _) = b.replica.remote().head().await.unwrap().unwrap();
+    assert_eq!(manifest.first_segment, 0);
+    assert!(!manifest.snapshots.is_empty());
+    let state = restore_state(b.replica.remote(), Target::Seq(5), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(state, b.log.replay(5).unwrap());
+}

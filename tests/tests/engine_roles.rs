@@ -1,0 +1,898 @@
+//! Till's roles on the devnet with a real till-server process and real redb logs: a master whose
+//! every channel-state write is on the server before LDK sees it acknowledged, handoff between
+//! devices, the refused second master and the confirmed takeover that fences the first, payments
+//! that pause while the server is down, and a master killed mid-stream and restored on a new
+//! device from the mnemonic.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ldk_node::Event;
+use ldk_node::bitcoin::secp256k1::PublicKey;
+use ldk_node::bitcoin::{Amount, Network};
+use ldk_node::lightning::ln::channelmanager::PaymentId;
+use ldk_node::lightning::ln::msgs::SocketAddress;
+use ldk_node::lightning::util::persist::{
+    CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
+    CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
+};
+use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use till_engine::{
+    BackupConfig, BackupState, BarrierPassed, Error, Keys, Node, NodeConfig, PaymentDirection,
+    PaymentKind, PaymentStatus, ReplicatorConfig, Role, TakeoverConfirmed, Till, TillConfig,
+};
+use till_log::{Key, Op};
+use till_tests::ldk::{
+    CHANNEL_READY_CONFIRMATIONS, TestChain, TestNode, WAIT, free_address, fund_node, start_node,
+    wait_until,
+};
+use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_vss::{ClientConfig, RetryPolicy};
+
+const CUSTOMER_FUNDING: Amount = Amount::from_sat(1_000_000);
+const MERCHANT_FUNDING: Amount = Amount::from_sat(100_000);
+const CAPACITY_SATS: u64 = 500_000;
+const SALE_SATS: u64 = 10_000;
+const CHANGE_SATS: u64 = 3_000;
+
+/// A devnet, a till-server process and a user on it.
+struct Env {
+    // Drop order: the server before the chain; both outlive every node (declared later in tests).
+    server: TillServer,
+    token: String,
+    chain: TestChain,
+    _server_dir: tempfile::TempDir,
+}
+
+fn env() -> Env {
+    let chain = TestChain::start();
+    let server_dir = tempfile::tempdir().unwrap();
+    let store = StoreArg::DataDir(server_dir.path().to_owned());
+    let binary = server_binary();
+    let token = add_user(&binary, &store, "merchant");
+    let server = TillServer::start(&binary, store, &[]);
+    Env {
+        server,
+        token,
+        chain,
+        _server_dir: server_dir,
+    }
+}
+
+/// Short timeouts, so an outage shows at once and the replicator's own backoff rides it out.
+fn backup_config(env: &Env) -> BackupConfig {
+    let mut backup = BackupConfig::new(env.server.vss_url(), env.token.clone());
+    backup.client = ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        },
+    };
+    backup
+}
+
+fn till_config(env: &Env, storage: &Path, listen: &SocketAddress) -> TillConfig {
+    let mut node = NodeConfig::new(Network::Regtest, env.chain.url(), storage.to_owned());
+    node.listen = vec![listen.clone()];
+    node.alias = Some("till roles test".to_owned());
+    node.background_sync = false;
+    let mut config = TillConfig::new(node, backup_config(env));
+    config.replicator = ReplicatorConfig {
+        backoff_max: Duration::from_millis(500),
+        ..ReplicatorConfig::default()
+    };
+    config
+}
+
+/// One device of the merchant's till: its own directory, log file and listening address.
+struct Device {
+    till: Till,
+    listen: SocketAddress,
+    events: Option<tokio::sync::broadcast::Receiver<Event>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// A new device that restores the till from the server with the mnemonic.
+    fn restore(env: &Env, keys: Keys, config: impl FnOnce(TillConfig) -> TillConfig) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = free_address();
+        let config = config(till_config(env, &dir.path().join("ldk"), &listen));
+        let till = Till::restore(dir.path().join("till.redb"), keys, config, |_| {})
+            .expect("the new device restores from the server");
+        Device {
+            till,
+            listen,
+            events: None,
+            _dir: dir,
+        }
+    }
+
+    /// A new device with an empty log, for a till that has no backup yet.
+    fn fresh(env: &Env, keys: Keys, config: impl FnOnce(TillConfig) -> TillConfig) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = free_address();
+        let config = config(till_config(env, &dir.path().join("ldk"), &listen));
+        let till = Till::open(dir.path().join("till.redb"), keys, config).unwrap();
+        Device {
+            till,
+            listen,
+            events: None,
+            _dir: dir,
+        }
+    }
+
+    fn acquire(&mut self) -> Result<(), Error> {
+        self.till.acquire()?;
+        self.events = Some(self.node().subscribe());
+        Ok(())
+    }
+
+    fn takeover(&mut self) {
+        self.till
+            .takeover(TakeoverConfirmed::confirmed_by_user())
+            .expect("the confirmed takeover succeeds");
+        self.events = Some(self.node().subscribe());
+    }
+
+    fn node(&self) -> Arc<Node> {
+        self.till.node().expect("this device is master")
+    }
+
+    /// Waits for the node's event loop to pass on an event `matches` accepts.
+    fn wait_event<T>(&mut self, what: &str, mut matches: impl FnMut(&Event) -> Option<T>) -> T {
+        let events = self.events.as_mut().expect("a master's events");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match events.try_recv() {
+                Ok(event) => {
+                    if let Some(found) = matches(&event) {
+                        return found;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("merchant events: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the merchant to see {what}"
+            );
+        }
+    }
+
+    fn lightning_sats(&self) -> u64 {
+        self.node().balances().lightning_sats
+    }
+}
+
+/// Waits for the customer's next event `matches` accepts; a closed channel fails the test.
+fn customer_event<T>(
+    customer: &TestNode,
+    what: &str,
+    mut matches: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(event) = customer.next_event() {
+            assert!(
+                !matches!(event, Event::ChannelClosed { .. }),
+                "the customer's channel closed: {event:?}"
+            );
+            let found = matches(&event);
+            customer.event_handled().unwrap();
+            if let Some(found) = found {
+                return found;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for the customer to see {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn can_send(channels: &[ldk_node::ChannelDetails], amount_msat: u64) -> bool {
+    channels
+        .iter()
+        .any(|c| c.is_usable && c.next_outbound_htlc_limit_msat >= amount_msat)
+}
+
+/// Funds the merchant's on-chain reserve (ldk-node accepts an inbound anchor channel only with
+/// one) and has the customer open a channel to it.
+fn open_channel(chain: &TestChain, merchant: &mut Device, customer: &TestNode) {
+    let node = merchant.node();
+    let address = node.new_address().unwrap();
+    chain.faucet(&address, MERCHANT_FUNDING);
+    chain.mine(1);
+    node.sync().unwrap();
+    wait_until("the merchant to see its funding", || {
+        node.balances().onchain_spendable_sats >= MERCHANT_FUNDING.to_sat()
+    });
+    customer
+        .open_channel(
+            node.info().node_id,
+            merchant.listen.clone(),
+            CAPACITY_SATS,
+            None,
+            None,
+        )
+        .expect("the customer opens a channel");
+    let funding = customer_event(customer, "ChannelPending", |event| match event {
+        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
+        _ => None,
+    });
+    merchant.wait_event("ChannelPending", |event| {
+        matches!(event, Event::ChannelPending { .. }).then_some(())
+    });
+    chain.wait_for_tx(&funding.txid);
+    chain.mine(CHANNEL_READY_CONFIRMATIONS);
+    customer.sync_wallets().unwrap();
+    node.sync().unwrap();
+    customer_event(customer, "ChannelReady", |event| {
+        matches!(event, Event::ChannelReady { .. }).then_some(())
+    });
+    merchant.wait_event("ChannelReady", |event| {
+        matches!(event, Event::ChannelReady { .. }).then_some(())
+    });
+}
+
+/// The customer pays an invoice of the merchant's; returns the merchant's payment id.
+fn customer_pays(merchant: &Device, customer: &TestNode, sats: u64) -> PaymentId {
+    let node = merchant.node();
+    let invoice = node
+        .create_invoice(sats * 1000, "coffee", 600)
+        .expect("the till creates an invoice");
+    wait_until("the customer to be able to pay", || {
+        can_send(&customer.list_channels(), sats * 1000)
+    });
+    customer
+        .bolt11_payment()
+        .send(&invoice.invoice, None)
+        .expect("the customer pays");
+    customer_event(customer, "PaymentSuccessful", |event| {
+        matches!(event, Event::PaymentSuccessful { .. }).then_some(())
+    });
+    let paid = node
+        .wait_payment(&invoice.payment_id, WAIT)
+        .expect("the till sees the payment settle");
+    assert_eq!(paid.status, PaymentStatus::Succeeded);
+    assert_eq!(paid.amount_msat, Some(sats * 1000));
+    invoice.payment_id
+}
+
+fn customer_invoice(customer: &TestNode, sats: u64) -> Bolt11Invoice {
+    let description =
+        Bolt11InvoiceDescription::Direct(Description::new("change".to_owned()).unwrap());
+    customer
+        .bolt11_payment()
+        .receive(sats * 1000, &description, 600)
+        .expect("the customer creates an invoice")
+}
+
+/// The merchant pays an invoice of the customer's.
+fn merchant_pays(merchant: &Device, customer: &TestNode, sats: u64) {
+    let node = merchant.node();
+    let invoice = customer_invoice(customer, sats);
+    wait_until("the merchant to be able to pay", || {
+        can_send(&node.channels(), sats * 1000)
+    });
+    let id = node.pay(&invoice, None).expect("the till pays");
+    let paid = node
+        .wait_payment(&id, WAIT)
+        .expect("the till's payment settles");
+    assert_eq!(paid.status, PaymentStatus::Succeeded, "{paid:?}");
+    let received = customer_event(customer, "PaymentReceived", |event| match event {
+        Event::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
+        _ => None,
+    });
+    assert_eq!(received, sats * 1000);
+}
+
+/// The customer (re)connects to whichever device runs the merchant's node now and waits until
+/// the channel is usable on both sides.
+fn reconnect(customer: &TestNode, merchant: &Device) {
+    let node = merchant.node();
+    let id = node.info().node_id;
+    wait_until("the customer to connect to the merchant's device", || {
+        customer.connect(id, merchant.listen.clone(), false).is_ok()
+    });
+    wait_until("the channel to be usable on both sides", || {
+        node.channels().iter().all(|c| c.is_usable)
+            && !node.channels().is_empty()
+            && customer.list_channels().iter().all(|c| c.is_usable)
+    });
+}
+
+/// The customer's channel to the merchant is still open: the customer never force-closed.
+fn assert_channel_open(customer: &TestNode, channel: &ldk_node::ChannelDetails) {
+    let channels = customer.list_channels();
+    assert!(
+        channels
+            .iter()
+            .any(|c| c.channel_id == channel.channel_id && c.is_channel_ready),
+        "the customer's channel {} is gone: {channels:#?}",
+        channel.channel_id
+    );
+}
+
+fn is_channel_state(key: &Key) -> bool {
+    key.namespace == CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE
+        || key.namespace == CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE
+        || (key.namespace.is_empty() && key.key == CHANNEL_MANAGER_PERSISTENCE_KEY)
+}
+
+/// What an instrumented master saw: each write that waited, and the server's head seq read
+/// independently at the moment the write was about to return to LDK.
+#[derive(Default)]
+struct Checked {
+    passed: Vec<(BarrierPassed, u64)>,
+}
+
+/// An observer that reads the server's head with its own client (on a thread and runtime of
+/// its own, as LDK may call it from inside its runtime) before each waited write returns.
+fn server_checking_observer(
+    env: &Env,
+    keys: &Keys,
+    checked: Arc<Mutex<Checked>>,
+) -> impl Fn(&BarrierPassed) + Send + Sync + 'static {
+    let remote = till_engine::remote(keys, &backup_config(env)).unwrap();
+    move |passed: &BarrierPassed| {
+        let remote = remote.clone();
+        let head = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(remote.head())
+        })
+        .join()
+        .expect("the head reader thread");
+        let server_seq = match head {
+            Ok(Some((manifest, _))) => manifest.last_seq,
+            _ => 0,
+        };
+        checked
+            .lock()
+            .unwrap()
+            .passed
+            .push((passed.clone(), server_seq));
+    }
+}
+
+/// A customer node and a merchant master (device A) with a channel between them.
+struct Shop {
+    merchant: Device,
+    keys: Keys,
+    customer: TestNode,
+    channel: ldk_node::ChannelDetails,
+}
+
+fn shop(env: &Env, observer: Option<Arc<Mutex<Checked>>>) -> Shop {
+    let customer = start_node(&env.chain, "customer");
+    fund_node(&env.chain, &customer, CUSTOMER_FUNDING);
+    let keys = Keys::generate();
+    let mut merchant = Device::fresh(env, keys.clone(), |config| match &observer {
+        Some(checked) => {
+            config.with_observer(server_checking_observer(env, &keys, Arc::clone(checked)))
+        }
+        None => config,
+    });
+    merchant.acquire().expect("the first device acquires a new backup");
+    open_channel(&env.chain, &mut merchant, &customer);
+    let channel = merchant.node().channels()[0].clone();
+    Shop {
+        merchant,
+        keys,
+        customer,
+        channel,
+    }
+}
+
+#[test]
+fn every_channel_state_write_is_on_the_server_before_ldk_sees_it() {
+    const ROUNDS: usize = 20;
+    let started = Instant::now();
+    let env = env();
+    let checked = Arc::new(Mutex::new(Checked::default()));
+    let Shop {
+        merchant, customer, ..
+    } = shop(&env, Some(Arc::clone(&checked)));
+    eprintln!("channel ready after {:?}", started.elapsed());
+
+    for _ in 0..ROUNDS {
+        customer_pays(&merchant, &customer, SALE_SATS);
+        merchant_pays(&merchant, &customer, CHANGE_SATS);
+    }
+    eprintln!("{} payments after {:?}", 2 * ROUNDS, started.elapsed());
+    assert_eq!(
+        merchant.lightning_sats(),
+        ROUNDS as u64 * (SALE_SATS - CHANGE_SATS)
+    );
+    assert_eq!(merchant.till.backup_state(), BackupState::Ok);
+
+    // Every waited write was on the server (its seq at or below the server's head) when it
+    // returned, and every channel-state event in the log waited. A write still in flight has
+    // not returned yet, so the check gives it a moment.
+    let log = Arc::clone(merchant.till.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (count, missing) = loop {
+        let checked = checked.lock().unwrap();
+        for (passed, server_seq) in &checked.passed {
+            assert!(
+                is_channel_state(&passed.key),
+                "{} waited but is not channel state",
+                passed.key
+            );
+            assert!(
+                *server_seq >= passed.seq,
+                "{} (seq {}) returned to LDK while the server's head was at seq {server_seq}",
+                passed.key,
+                passed.seq
+            );
+        }
+        let waited: HashSet<u64> = checked.passed.iter().map(|(p, _)| p.seq).collect();
+        let head = log.head().unwrap().seq;
+        let mut count = 0;
+        let mut missing = Vec::new();
+        for event in log.events(1, head, usize::MAX).unwrap() {
+            if is_channel_state(&event.key) && matches!(event.op, Op::Put(_)) {
+                count += 1;
+                if !waited.contains(&event.seq) {
+                    missing.push(format!("{} at seq {}", event.key, event.seq));
+                }
+            }
+        }
+        drop(checked);
+        if missing.is_empty() || Instant::now() > deadline {
+            break (count, missing);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        missing.is_empty(),
+        "channel-state writes that never passed the barrier: {missing:?}"
+    );
+    assert!(
+        count > 4 * ROUNDS,
+        "every payment updates the monitor several times: {count}"
+    );
+    eprintln!(
+        "{count} channel-state writes, each on the server before LDK saw it; done after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn graceful_handoff_there_and_back() {
+    let started = Instant::now();
+    let env = env();
+    let Shop {
+        merchant: mut a,
+        keys,
+        customer,
+        channel,
+    } = shop(&env, None);
+    customer_pays(&a, &customer, SALE_SATS);
+    merchant_pays(&a, &customer, CHANGE_SATS);
+    let after_a = a.lightning_sats();
+    let a_node = a.node().info().node_id;
+
+    // A hands off; B, a new device, restores from the server and acquires.
+    a.till.handoff().expect("A hands off");
+    assert_eq!(a.till.role(), Role::Follower);
+    assert!(matches!(a.till.node(), Err(Error::NotMaster)));
+    let lease = a.till.lease().unwrap().unwrap();
+    assert!(!lease.held, "the lease is released after a handoff");
+    let mut b = Device::restore(&env, keys.clone(), |c| c);
+    b.acquire().expect("B acquires the released lease");
+    assert_eq!(
+        b.till.lease().unwrap().unwrap().device,
+        b.till.device_id(),
+        "B holds the lease"
+    );
+    assert_eq!(b.node().info().node_id, a_node, "the same Lightning node");
+    assert_eq!(b.lightning_sats(), after_a, "B starts where A stopped");
+    reconnect(&customer, &b);
+    for _ in 0..3 {
+        customer_pays(&b, &customer, SALE_SATS);
+        merchant_pays(&b, &customer, CHANGE_SATS);
+    }
+    let after_b = b.lightning_sats();
+    assert_eq!(after_b, after_a + 3 * (SALE_SATS - CHANGE_SATS));
+
+    // A, a follower, pulls B's work and shows it without running a node.
+    let report = a.till.sync().expect("A syncs");
+    assert!(report.events > 0);
+    let received: Vec<_> = a
+        .till
+        .payments()
+        .unwrap()
+        .into_iter()
+        .filter(|p| {
+            matches!(p.kind, PaymentKind::Bolt11 { .. })
+                && p.direction == PaymentDirection::Inbound
+                && p.status == PaymentStatus::Succeeded
+        })
+        .collect();
+    assert_eq!(received.len(), 4, "A's replica lists B's sales too");
+    let replica = a.till.replica_balances().expect("A reads its replica's monitors");
+    assert_eq!(replica.channels.len(), 1);
+    assert_eq!(replica.channels[0].channel_id, channel.channel_id);
+    assert_eq!(
+        replica.lightning_sats, after_b,
+        "the follower's balance from the monitors is the master's"
+    );
+
+    // And back: B hands off, A syncs and acquires.
+    b.till.handoff().expect("B hands off");
+    a.acquire().expect("A acquires again");
+    assert_eq!(a.lightning_sats(), after_b);
+    reconnect(&customer, &a);
+    customer_pays(&a, &customer, SALE_SATS);
+    merchant_pays(&a, &customer, CHANGE_SATS);
+    assert_eq!(a.lightning_sats(), after_b + SALE_SATS - CHANGE_SATS);
+    assert_channel_open(&customer, &channel);
+    eprintln!("done after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
+    let started = Instant::now();
+    let env = env();
+    let checked = Arc::new(Mutex::new(Checked::default()));
+    let Shop {
+        merchant: a,
+        keys,
+        customer,
+        channel,
+    } = shop(&env, Some(Arc::clone(&checked)));
+    customer_pays(&a, &customer, SALE_SATS);
+    let before = a.lightning_sats();
+    let a_id = a.till.device_id();
+    let a_node = a.node().info().node_id;
+
+    // The same mnemonic on a second device, without a handoff: refused, naming the holder.
+    let mut b = Device::restore(&env, keys.clone(), |c| c);
+    match b.acquire() {
+        Err(Error::LeaseHeld { device, epoch }) => {
+            assert_eq!(device, a_id);
+            assert_eq!(epoch, 1);
+        }
+        other => panic!("expected LeaseHeld, got {other:?}"),
+    }
+    let refused = b.till.acquire().unwrap_err().to_string();
+    assert!(
+        refused.contains(&format!("another device is master (device {a_id}, epoch 1)")),
+        "{refused}"
+    );
+    assert!(matches!(b.till.node(), Err(Error::NotMaster)));
+    assert_eq!(a.till.role(), Role::Master { epoch: 1 });
+
+    // An invoice of A's, then B takes over with the user's confirmation.
+    let invoice = a.node().create_invoice(SALE_SATS * 1000, "coffee", 600).unwrap();
+    let durable_before = a.till.replicator_status().unwrap().durable_seq;
+    b.takeover();
+    let b_id = b.till.device_id();
+    assert_eq!(b.node().info().node_id, a_node, "the same Lightning node");
+
+    // The customer pays A's invoice: A's first channel-state write goes to the server, which
+    // refuses it; A is fenced at once and acknowledges nothing more to LDK.
+    customer
+        .bolt11_payment()
+        .send(&invoice.invoice, None)
+        .expect("the customer sends");
+    wait_until("A to be fenced", || {
+        matches!(a.till.role(), Role::Fenced { .. })
+    });
+    assert_eq!(
+        a.till.role(),
+        Role::Fenced {
+            device: b_id,
+            epoch: 2
+        }
+    );
+    let err = a.till.node().unwrap_err();
+    assert!(matches!(err, Error::Fenced { device, epoch: 2 } if device == b_id));
+    assert!(
+        err.to_string()
+            .contains(&format!("another device is master (device {b_id}, epoch 2)")),
+        "{err}"
+    );
+    assert!(matches!(a.till.backup_state(), BackupState::Fenced { .. }));
+    // Nothing A wrote after the takeover was acknowledged to LDK: every write that returned
+    // was durable before the fence.
+    let acknowledged_after: Vec<_> = checked
+        .lock()
+        .unwrap()
+        .passed
+        .iter()
+        .filter(|(p, _)| p.seq > durable_before)
+        .map(|(p, _)| format!("{} at seq {}", p.key, p.seq))
+        .collect();
+    assert!(
+        acknowledged_after.is_empty(),
+        "A acknowledged channel state after the takeover: {acknowledged_after:?}"
+    );
+    // A's node stopped: its log stops growing.
+    let head = a.till.log().head().unwrap().seq;
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        a.till.log().head().unwrap().seq <= head + 2,
+        "the fenced device kept writing"
+    );
+
+    // The customer leaves A's dead connection and reaches B: the channel works, the payment it
+    // had sent is settled or failed cleanly, and nothing is force-closed.
+    let _ = customer.disconnect(a_node);
+    reconnect(&customer, &b);
+    let outcome = customer_event(&customer, "the pending payment's outcome", |event| match event {
+        Event::PaymentSuccessful { .. } => Some(true),
+        Event::PaymentFailed { .. } => Some(false),
+        _ => None,
+    });
+    eprintln!("the payment sent to the fenced device: succeeded = {outcome}");
+    let expected = before + if outcome { SALE_SATS } else { 0 };
+    wait_until("B's balance to settle", || b.lightning_sats() == expected);
+    customer_pays(&b, &customer, SALE_SATS);
+    merchant_pays(&b, &customer, CHANGE_SATS);
+    assert_eq!(b.lightning_sats(), expected + SALE_SATS - CHANGE_SATS);
+    assert_channel_open(&customer, &channel);
+    eprintln!("done after {:?}", started.elapsed());
+}
+
+#[test]
+fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
+    let started = Instant::now();
+    let mut env = env();
+    let Shop {
+        merchant,
+        customer,
+        channel,
+        ..
+    } = shop(&env, None);
+    customer_pays(&merchant, &customer, SALE_SATS);
+    let before = merchant.lightning_sats();
+    let node = merchant.node();
+    let invoice = node.create_invoice(SALE_SATS * 1000, "coffee", 600).unwrap();
+
+    env.server.kill();
+    customer
+        .bolt11_payment()
+        .send(&invoice.invoice, None)
+        .expect("the customer sends");
+    wait_until("the till to report the backup unreachable", || {
+        matches!(merchant.till.backup_state(), BackupState::Unreachable { .. })
+    });
+    assert!(matches!(
+        node.info().backup,
+        BackupState::Unreachable { .. }
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    let pending = node.payment(&invoice.payment_id).map(|p| p.status);
+    assert_ne!(
+        pending,
+        Some(PaymentStatus::Succeeded),
+        "the payment completed while its channel state could not be backed up"
+    );
+    assert_eq!(merchant.lightning_sats(), before, "nothing settled unbacked");
+    assert!(
+        customer.payment(&PaymentId(invoice.payment_id.0)).map(|p| p.status)
+            != Some(PaymentStatus::Succeeded),
+        "the customer saw the payment complete while the backup was down"
+    );
+
+    env.server.restart();
+    // The customer may have dropped the stalled connection meanwhile; it reconnects.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if node.payment(&invoice.payment_id).map(|p| p.status) == Some(PaymentStatus::Succeeded) {
+            break;
+        }
+        if !customer
+            .list_peers()
+            .iter()
+            .any(|p| p.node_id == node.info().node_id && p.is_connected)
+        {
+            let _ = customer.connect(node.info().node_id, merchant.listen.clone(), false);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused payment did not finish after the server returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    customer_event(&customer, "PaymentSuccessful", |event| {
+        matches!(event, Event::PaymentSuccessful { .. }).then_some(())
+    });
+    wait_until("the backup to be ok again", || {
+        merchant.till.backup_state() == BackupState::Ok
+    });
+    assert_eq!(merchant.lightning_sats(), before + SALE_SATS, "no payment lost");
+    merchant_pays(&merchant, &customer, CHANGE_SATS);
+    assert_channel_open(&customer, &channel);
+    eprintln!("done after {:?}", started.elapsed());
+}
+
+/// The `till-roles-master` binary beside this test's executable (built with the tests crate).
+fn master_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_till-roles-master"))
+}
+
+/// A master running in a child process, driven over stdin/stdout.
+struct ChildMaster {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildMaster {
+    fn start(env: &Env, keys: &Keys, dir: &Path, listen: &SocketAddress) -> ChildMaster {
+        let mut child = Command::new(master_binary())
+            .env("TILL_ROLES_LOG", dir.join("till.redb"))
+            .env("TILL_ROLES_STORAGE", dir.join("ldk"))
+            .env("TILL_ROLES_LISTEN", listen.to_string())
+            .env("TILL_ROLES_ESPLORA", env.chain.url())
+            .env("TILL_ROLES_VSS", env.server.vss_url())
+            .env("TILL_ROLES_TOKEN", &env.token)
+            .env("TILL_ROLES_MNEMONIC", keys.phrase().as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning the master process");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut master = ChildMaster {
+            child,
+            stdin,
+            lines,
+        };
+        master.expect("ready");
+        master
+    }
+
+    /// The next line starting with `prefix` (after it), skipping others.
+    fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("the master process did not say {prefix:?}: {e}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+            assert!(
+                !line.starts_with("error"),
+                "the master process failed: {line}"
+            );
+        }
+    }
+
+    fn invoice(&mut self, sats: u64) -> Bolt11Invoice {
+        writeln!(self.stdin, "invoice {}", sats * 1000).unwrap();
+        till_engine::parse_invoice(&self.expect("invoice")).unwrap()
+    }
+
+    /// Received payments the master acknowledged so far (printed after its event loop recorded
+    /// them), without waiting.
+    fn acknowledged(&mut self, into: &mut Vec<String>) {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Some(id) = line.strip_prefix("received ") {
+                into.push(id.to_owned());
+            }
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the master");
+        self.child.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
+    const STREAM: usize = 8;
+    let started = Instant::now();
+    let env = env();
+    let Shop {
+        merchant: a,
+        keys,
+        customer,
+        channel,
+    } = shop(&env, None);
+    customer_pays(&a, &customer, SALE_SATS);
+    let start_sats = a.lightning_sats();
+    let node_id: PublicKey = a.node().info().node_id;
+    // A hands the till to a device that runs in its own process (B), which will be killed.
+    a.till.handoff().expect("A hands off");
+    drop(a);
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_listen = free_address();
+    let mut b = ChildMaster::start(&env, &keys, b_dir.path(), &b_listen);
+    wait_until("the customer to connect to B", || {
+        customer.connect(node_id, b_listen.clone(), false).is_ok()
+    });
+    wait_until("the channel to be usable", || {
+        customer.list_channels().iter().all(|c| c.is_usable)
+    });
+
+    // A stream of sales; B is killed right after the customer sends the last one.
+    let mut acked = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..STREAM {
+        let invoice = b.invoice(SALE_SATS);
+        wait_until("the customer to be able to pay", || {
+            can_send(&customer.list_channels(), SALE_SATS * 1000)
+        });
+        customer
+            .bolt11_payment()
+            .send(&invoice, None)
+            .expect("the customer pays");
+        sent.push(till_engine::payment_id_of(&invoice));
+        if i + 1 == STREAM {
+            break;
+        }
+        customer_event(&customer, "PaymentSuccessful", |event| {
+            matches!(event, Event::PaymentSuccessful { .. }).then_some(())
+        });
+        let id = b.expect("received");
+        acked.push(id);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    b.acknowledged(&mut acked);
+    b.kill();
+    eprintln!(
+        "B killed with {} acknowledged sales after {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+
+    // C, a new device, restores from the mnemonic and the server and takes over from the lost B.
+    let mut c = Device::restore(&env, keys.clone(), |c| c);
+    assert!(matches!(c.till.acquire(), Err(Error::LeaseHeld { .. })));
+    c.takeover();
+    assert_eq!(c.node().info().node_id, node_id);
+    let _ = customer.disconnect(node_id);
+    reconnect(&customer, &c);
+    // The sale in flight when B died ends one way or the other; nothing acknowledged is lost.
+    let last = customer_event(&customer, "the in-flight sale's outcome", |event| match event {
+        Event::PaymentSuccessful { .. } => Some(true),
+        Event::PaymentFailed { .. } => Some(false),
+        _ => None,
+    });
+    let settled = acked.len() as u64 + u64::from(last);
+    assert!(settled >= STREAM as u64 - 1);
+    wait_until("C's balance to match the customer's payments", || {
+        c.lightning_sats() == start_sats + settled * SALE_SATS
+    });
+    customer_pays(&c, &customer, SALE_SATS);
+    merchant_pays(&c, &customer, CHANGE_SATS);
+    assert_eq!(
+        c.lightning_sats(),
+        start_sats + (settled + 1) * SALE_SATS - CHANGE_SATS
+    );
+    assert_channel_open(&customer, &channel);
+    let _ = sent;
+    eprintln!("done after {:?}", started.elapsed());
+}
