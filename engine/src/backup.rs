@@ -220,10 +220,7 @@ mod tests {
             ReplicatorState::Stopped,
             ReplicatorState::Failed("disk full".into()),
         ] {
-            assert!(matches!(
-                backup_state(&state),
-                BackupState::Stopped { .. }
-            ));
+            assert!(matches!(backup_state(&state), BackupState::Stopped { .. }));
         }
     }
 

@@ -76,6 +76,31 @@ pub enum Error {
     /// The backup refused to confirm a write (fenced by another device, or its shipper stopped).
     #[error("backup: {0}")]
     Backup(#[from] BarrierError),
+    /// Another device holds the lease (it is master): this device may not start its node. Hand
+    /// off from that device, or take over with the user's confirmation if it is lost.
+    #[error(
+        "another device is master (device {device}, epoch {epoch}); hand off from it, or take over if it is lost"
+    )]
+    LeaseHeld {
+        /// The device that holds the lease.
+        device: till_log::DeviceId,
+        /// Its lease epoch.
+        epoch: u64,
+    },
+    /// This device was master until another device took the lease over: its node was stopped
+    /// and it refuses every command. Restore it from the backup to use it again.
+    #[error(
+        "another device is master (device {device}, epoch {epoch}); this device was fenced and its node stopped"
+    )]
+    Fenced {
+        /// The device that holds the lease now.
+        device: till_log::DeviceId,
+        /// Its lease epoch.
+        epoch: u64,
+    },
+    /// The command needs the node, and this device is a follower (it does not hold the lease).
+    #[error("this device is a follower; it runs no node until it acquires the lease")]
+    NotMaster,
     /// The mnemonic's backup keys do not open the backup on the server.
     #[error("this mnemonic does not open this backup")]
     WrongKey,
@@ -117,5 +142,26 @@ impl From<till_log::AppendError> for Error {
 impl From<till_log::ReadError> for Error {
     fn from(e: till_log::ReadError) -> Self {
         Error::Log(e.to_string())
+    }
+}
+
+impl From<till_vss::replica::ReplicaError> for Error {
+    fn from(e: till_vss::replica::ReplicaError) -> Self {
+        use till_vss::replica::{RemoteError, ReplicaError};
+        match e {
+            ReplicaError::LeaseHeld { device, epoch } => Error::LeaseHeld { device, epoch },
+            ReplicaError::Remote(RemoteError::WrongKey) => Error::WrongKey,
+            other => Error::Replication(other.to_string()),
+        }
+    }
+}
+
+impl From<till_vss::replica::RestoreError> for Error {
+    fn from(e: till_vss::replica::RestoreError) -> Self {
+        use till_vss::replica::{RemoteError, RestoreError};
+        match e {
+            RestoreError::Remote(RemoteError::WrongKey) => Error::WrongKey,
+            other => Error::Replication(other.to_string()),
+        }
     }
 }

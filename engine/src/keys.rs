@@ -91,6 +91,16 @@ impl Keys {
         Zeroizing::new(child.private_key.secret_bytes())
     }
 
+    /// The 32-byte seed ldk-node gives LDK's `KeysManager`: the private key of the BIP32 master
+    /// key of the BIP39 seed, as ldk-node 0.7 derives it. A follower uses it to open the channel
+    /// monitors of its replica without running a node. Zeroed on drop.
+    pub(crate) fn ldk_seed(&self) -> Zeroizing<[u8; 32]> {
+        let seed = Zeroizing::new(self.mnemonic.to_seed(self.passphrase.as_str()));
+        let master = Xpriv::new_master(NetworkKind::Main, seed.as_slice())
+            .expect("a 64-byte seed always makes a master key");
+        Zeroizing::new(master.private_key.secret_bytes())
+    }
+
     /// Hands the mnemonic to ldk-node, which derives its node and wallet keys from the BIP39 seed.
     pub(crate) fn set_node_entropy(&self, builder: &mut ldk_node::Builder) {
         let passphrase = (!self.passphrase.is_empty()).then(|| self.passphrase.to_string());

@@ -37,9 +37,11 @@
 //! ```
 
 mod audit;
+mod backup;
 mod error;
 mod keys;
 mod node;
+mod roles;
 mod store;
 
 pub use audit::{
@@ -48,15 +50,23 @@ pub use audit::{
     RecordedPayment, RecordedRefund, Records, RemoteCheck, RemoteStatus, WalletRecord,
     decode_record, describe,
 };
+pub use backup::{BackupConfig, ReplicatorBarrier, backup_state, remote};
 pub use error::Error;
 pub use keys::{BACKUP_SECRET_PATH, DEVICE_ID_FORMAT_VERSION, DEVICE_ID_RECORD, Keys, device_id};
 pub use node::{
     Balances, CreatedInvoice, LspConfig, Node, NodeConfig, NodeInfo, PAYMENTS, PaymentFilter,
     RECORD_FORMAT_VERSION, REFUNDS, Refund, TILL_NAMESPACE, parse_invoice, payment_id_of,
 };
+pub use roles::{LeaseInfo, ReplicaBalances, ReplicaChannel, Role, Till, TillConfig};
 pub use store::{
     BackupState, BarrierError, BarrierFuture, BarrierPassed, DurabilityBarrier, LocalOnly,
     LogStore, WaitPolicy,
+};
+
+/// The replication types a [`Till`] speaks in.
+pub use till_vss::replica::{
+    Progress as RestoreProgress, ReplicatorConfig, ReplicatorStatus, SyncReport,
+    TakeoverConfirmed,
 };
 
 /// The ldk-node types the engine's API speaks in (payments, channels, events).

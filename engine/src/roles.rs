@@ -89,7 +89,10 @@ impl TillConfig {
 
     /// Calls `observer` for every write that waited for the backup, after the backup confirmed
     /// it and before it returns to LDK (see [`LogStore::with_observer`]).
-    pub fn with_observer(mut self, observer: impl Fn(&BarrierPassed) + Send + Sync + 'static) -> Self {
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&BarrierPassed) + Send + Sync + 'static,
+    ) -> Self {
         self.observer = Some(Arc::new(observer));
         self
     }
@@ -275,9 +278,9 @@ impl Till {
                 device: *device,
                 epoch: *epoch,
             }),
-            State::Failed(reason) => Err(Error::Backup(crate::BarrierError::Stopped(
-                reason.clone(),
-            ))),
+            State::Failed(reason) => {
+                Err(Error::Backup(crate::BarrierError::Stopped(reason.clone())))
+            }
         }
     }
 
@@ -470,12 +473,11 @@ impl Till {
             let Some(stored) = self.log.get(&key)? else {
                 continue;
             };
-            let details = PaymentDetails::read(&mut &stored.value[..]).map_err(|e| {
-                Error::CorruptRecord {
+            let details =
+                PaymentDetails::read(&mut &stored.value[..]).map_err(|e| Error::CorruptRecord {
                     what: key.to_string(),
                     reason: format!("{e:?}"),
-                }
-            })?;
+                })?;
             payments.push(details);
         }
         payments.sort_by_key(|p| p.latest_update_timestamp);
@@ -596,10 +598,7 @@ fn stop_fenced(master: Master) {
 struct ReadOnly(Arc<Log>);
 
 fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Other,
-        "the replica is read-only".to_owned(),
-    )
+    io::Error::new(io::ErrorKind::Other, "the replica is read-only".to_owned())
 }
 
 impl KVStoreSync for ReadOnly {

@@ -387,7 +387,9 @@ fn shop(env: &Env, observer: Option<Arc<Mutex<Checked>>>) -> Shop {
         }
         None => config,
     });
-    merchant.acquire().expect("the first device acquires a new backup");
+    merchant
+        .acquire()
+        .expect("the first device acquires a new backup");
     open_channel(&env.chain, &mut merchant, &customer);
     let channel = merchant.node().channels()[0].clone();
     Shop {
@@ -525,7 +527,10 @@ fn graceful_handoff_there_and_back() {
         })
         .collect();
     assert_eq!(received.len(), 4, "A's replica lists B's sales too");
-    let replica = a.till.replica_balances().expect("A reads its replica's monitors");
+    let replica = a
+        .till
+        .replica_balances()
+        .expect("A reads its replica's monitors");
     assert_eq!(replica.channels.len(), 1);
     assert_eq!(replica.channels[0].channel_id, channel.channel_id);
     assert_eq!(
@@ -572,14 +577,19 @@ fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
     }
     let refused = b.till.acquire().unwrap_err().to_string();
     assert!(
-        refused.contains(&format!("another device is master (device {a_id}, epoch 1)")),
+        refused.contains(&format!(
+            "another device is master (device {a_id}, epoch 1)"
+        )),
         "{refused}"
     );
     assert!(matches!(b.till.node(), Err(Error::NotMaster)));
     assert_eq!(a.till.role(), Role::Master { epoch: 1 });
 
     // An invoice of A's, then B takes over with the user's confirmation.
-    let invoice = a.node().create_invoice(SALE_SATS * 1000, "coffee", 600).unwrap();
+    let invoice = a
+        .node()
+        .create_invoice(SALE_SATS * 1000, "coffee", 600)
+        .unwrap();
     let durable_before = a.till.replicator_status().unwrap().durable_seq;
     b.takeover();
     let b_id = b.till.device_id();
@@ -604,8 +614,9 @@ fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
     let err = a.till.node().unwrap_err();
     assert!(matches!(err, Error::Fenced { device, epoch: 2 } if device == b_id));
     assert!(
-        err.to_string()
-            .contains(&format!("another device is master (device {b_id}, epoch 2)")),
+        err.to_string().contains(&format!(
+            "another device is master (device {b_id}, epoch 2)"
+        )),
         "{err}"
     );
     assert!(matches!(a.till.backup_state(), BackupState::Fenced { .. }));
@@ -635,11 +646,15 @@ fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
     // had sent is settled or failed cleanly, and nothing is force-closed.
     let _ = customer.disconnect(a_node);
     reconnect(&customer, &b);
-    let outcome = customer_event(&customer, "the pending payment's outcome", |event| match event {
-        Event::PaymentSuccessful { .. } => Some(true),
-        Event::PaymentFailed { .. } => Some(false),
-        _ => None,
-    });
+    let outcome = customer_event(
+        &customer,
+        "the pending payment's outcome",
+        |event| match event {
+            Event::PaymentSuccessful { .. } => Some(true),
+            Event::PaymentFailed { .. } => Some(false),
+            _ => None,
+        },
+    );
     eprintln!("the payment sent to the fenced device: succeeded = {outcome}");
     let expected = before + if outcome { SALE_SATS } else { 0 };
     wait_until("B's balance to settle", || b.lightning_sats() == expected);
@@ -663,7 +678,9 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
     customer_pays(&merchant, &customer, SALE_SATS);
     let before = merchant.lightning_sats();
     let node = merchant.node();
-    let invoice = node.create_invoice(SALE_SATS * 1000, "coffee", 600).unwrap();
+    let invoice = node
+        .create_invoice(SALE_SATS * 1000, "coffee", 600)
+        .unwrap();
 
     env.server.kill();
     customer
@@ -671,7 +688,10 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
         .send(&invoice.invoice, None)
         .expect("the customer sends");
     wait_until("the till to report the backup unreachable", || {
-        matches!(merchant.till.backup_state(), BackupState::Unreachable { .. })
+        matches!(
+            merchant.till.backup_state(),
+            BackupState::Unreachable { .. }
+        )
     });
     assert!(matches!(
         node.info().backup,
@@ -684,9 +704,15 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
         Some(PaymentStatus::Succeeded),
         "the payment completed while its channel state could not be backed up"
     );
-    assert_eq!(merchant.lightning_sats(), before, "nothing settled unbacked");
+    assert_eq!(
+        merchant.lightning_sats(),
+        before,
+        "nothing settled unbacked"
+    );
     assert!(
-        customer.payment(&PaymentId(invoice.payment_id.0)).map(|p| p.status)
+        customer
+            .payment(&PaymentId(invoice.payment_id.0))
+            .map(|p| p.status)
             != Some(PaymentStatus::Succeeded),
         "the customer saw the payment complete while the backup was down"
     );
@@ -717,7 +743,11 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
     wait_until("the backup to be ok again", || {
         merchant.till.backup_state() == BackupState::Ok
     });
-    assert_eq!(merchant.lightning_sats(), before + SALE_SATS, "no payment lost");
+    assert_eq!(
+        merchant.lightning_sats(),
+        before + SALE_SATS,
+        "no payment lost"
+    );
     merchant_pays(&merchant, &customer, CHANGE_SATS);
     assert_channel_open(&customer, &channel);
     eprintln!("done after {:?}", started.elapsed());
@@ -876,11 +906,15 @@ fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     let _ = customer.disconnect(node_id);
     reconnect(&customer, &c);
     // The sale in flight when B died ends one way or the other; nothing acknowledged is lost.
-    let last = customer_event(&customer, "the in-flight sale's outcome", |event| match event {
-        Event::PaymentSuccessful { .. } => Some(true),
-        Event::PaymentFailed { .. } => Some(false),
-        _ => None,
-    });
+    let last = customer_event(
+        &customer,
+        "the in-flight sale's outcome",
+        |event| match event {
+            Event::PaymentSuccessful { .. } => Some(true),
+            Event::PaymentFailed { .. } => Some(false),
+            _ => None,
+        },
+    );
     let settled = acked.len() as u64 + u64::from(last);
     assert!(settled >= STREAM as u64 - 1);
     wait_until("C's balance to match the customer's payments", || {

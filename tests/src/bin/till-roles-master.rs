@@ -78,7 +78,10 @@ fn main() {
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap_or_else(|e| fail(&e.to_string()));
         let mut words = line.split_whitespace();
-        match (words.next(), words.next().and_then(|w| w.parse::<u64>().ok())) {
+        match (
+            words.next(),
+            words.next().and_then(|w| w.parse::<u64>().ok()),
+        ) {
             (Some("invoice"), Some(msat)) => {
                 let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
                 let invoice = node
