@@ -213,6 +213,19 @@ pub struct TestNode {
     _storage: TempDir,
 }
 
+impl TestNode {
+    /// Wraps a node built elsewhere (another store, other entropy); `storage` is kept until the
+    /// node is dropped.
+    pub fn new(node: Node, name: &'static str, listen: SocketAddress, storage: TempDir) -> Self {
+        Self {
+            node,
+            name,
+            listen,
+            _storage: storage,
+        }
+    }
+}
+
 impl std::ops::Deref for TestNode {
     type Target = Node;
     fn deref(&self) -> &Node {
