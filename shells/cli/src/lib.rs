@@ -53,6 +53,9 @@ enum Command {
     Diff(cmd::diff::DiffArgs),
     /// This device's log: last seq, what is shipped, the backup lag.
     Status,
+    /// Audit exports for developers and accountants.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 }
 
 /// What went wrong, and which exit code it means.
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Replay(a) => cmd::replay::run(&config, &out, a),
         Command::Diff(a) => cmd::diff::run(&config, &out, a),
         Command::Status => cmd::status::run(&config, &out),
+        Command::Audit(c) => cmd::audit::run(&config, c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -264,3 +264,24 @@ fn config_file_then_environment_then_flags() {
     assert_eq!(v["server_url"], "http://from-env");
     assert_eq!(v["last_seq"], 10);
 }
+
+#[test]
+fn audit_export_is_json_lines_with_the_chain_and_summaries() {
+    let dir = sample();
+    let o = till(dir.path(), &["audit", "export"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10);
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+        assert_eq!(pair[1]["chain_ok"], true);
+    }
+    assert_eq!(lines[0]["seq"], 1);
+    let o = till(dir.path(), &["audit", "export", "--from", "4", "--to", "6"]);
+    assert_eq!(stdout(&o).lines().count(), 3);
+    let o = till(dir.path(), &["audit", "export", "--to", "99"]);
+    assert_eq!(o.status.code(), Some(3));
+}

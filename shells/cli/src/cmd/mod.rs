@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod diff;
 pub mod log;
 pub mod replay;
@@ -62,6 +63,9 @@ pub struct EventView {
     pub prev_hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_hex: Option<String>,
+    /// A decoded summary of the record, where Till knows its type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 impl EventView {
@@ -89,6 +93,7 @@ impl EventView {
             } else {
                 None
             },
+            summary: value.and_then(|v| till_engine::describe(&e.key, v)),
         }
     }
 
@@ -105,6 +110,10 @@ impl EventView {
             self.version,
             self.size,
             self.epoch
-        )
+        ) + &self
+            .summary
+            .as_deref()
+            .map(|s| format!("  {s}"))
+            .unwrap_or_default()
     }
 }
