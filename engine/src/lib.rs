@@ -39,6 +39,7 @@
 mod audit;
 mod backup;
 mod error;
+mod hub;
 mod keys;
 mod node;
 mod roles;
@@ -52,6 +53,10 @@ pub use audit::{
 };
 pub use backup::{BackupConfig, ReplicatorBarrier, backup_state, remote};
 pub use error::Error;
+pub use hub::{
+    CommandExecutor, HUB_PROTOCOL_VERSION, HubClient, HubCommand, HubConfig, HubError, HubStatus,
+    MasterInfo,
+};
 pub use keys::{BACKUP_SECRET_PATH, DEVICE_ID_FORMAT_VERSION, DEVICE_ID_RECORD, Keys, device_id};
 pub use node::{
     Balances, CreatedInvoice, LspConfig, Node, NodeConfig, NodeInfo, PAYMENTS, PaymentFilter,
@@ -65,8 +70,7 @@ pub use store::{
 
 /// The replication types a [`Till`] speaks in.
 pub use till_vss::replica::{
-    Progress as RestoreProgress, ReplicatorConfig, ReplicatorStatus, SyncReport,
-    TakeoverConfirmed,
+    Progress as RestoreProgress, ReplicatorConfig, ReplicatorStatus, SyncReport, TakeoverConfirmed,
 };
 
 /// The ldk-node types the engine's API speaks in (payments, channels, events).

@@ -9,4 +9,5 @@ pub mod postgres;
 pub mod proxy;
 pub mod replication;
 pub mod server;
+pub mod shop;
 pub mod vss_conformance;

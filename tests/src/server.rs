@@ -187,3 +187,43 @@ impl Drop for TillServer {
         self.kill();
     }
 }
+
+/// Runs `till-server ARGS... STORE-ARGS` and returns its stdout, panicking with its stderr if it
+/// fails.
+pub fn run_command(binary: &Path, store: &StoreArg, args: &[&str]) -> String {
+    let output = Command::new(binary)
+        .args(args)
+        .args(store.args())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running till-server");
+    assert!(
+        output.status.success(),
+        "till-server {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("till-server prints UTF-8")
+}
+
+/// Runs `till-server token add --store STORE --role ROLE` and returns the token it prints.
+pub fn add_token(binary: &Path, store: &StoreArg, name: &str, role: &str) -> String {
+    let stdout = run_command(
+        binary,
+        store,
+        &["token", "add", "--store", name, "--role", role],
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "token add prints the token alone: {stdout:?}"
+    );
+    lines[0].to_owned()
+}
+
+impl TillServer {
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -45,7 +45,7 @@ pub(crate) fn matches(presented: &blake3::Hash, stored: &[u8; 32], user: UserId)
     (*presented == blake3::Hash::from_bytes(*stored)).then_some(user)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

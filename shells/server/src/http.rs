@@ -1,11 +1,15 @@
-//! The VSS endpoints over HTTP: authentication, limits, protobuf in and out, protocol errors; and
-//! the read-only lease API (JSON).
+//! The VSS endpoints over HTTP: authentication, limits, protobuf in and out, protocol errors; the
+//! read-only lease API (JSON); and the routes of the hub, the store API, invitations and the POS
+//! page, whose handlers live in their own modules.
 
 use crate::auth;
+use crate::hub::Hub;
+use crate::invoices::{self, InvoiceEvent};
 use crate::store::{
-    Delete, LeaseWrite, PutError, PutTransaction, Storage, StoreError, UserId, Write,
+    Delete, LeaseWrite, PutError, PutTransaction, Role, Storage, StoreError, UserId, Write,
 };
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +42,65 @@ pub(crate) struct App {
     pub(crate) max_body_bytes: usize,
     /// Whether head writes must respect the stored lease (off: `--no-lease-check`).
     pub(crate) lease_check: bool,
+    /// The device hub: connections, masters, commands in flight.
+    pub(crate) hub: Hub,
+    /// Every invoice status change, for the event streams (each filters its own store).
+    pub(crate) invoice_events: tokio::sync::broadcast::Sender<InvoiceEvent>,
+    /// The URL devices and browsers reach this server at (invitation answers).
+    pub(crate) public_url: String,
+}
+
+/// Who is calling the store API: the token's user (store) and role.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caller {
+    pub(crate) user: UserId,
+    pub(crate) role: Role,
+}
+
+/// An error answer of the JSON APIs: a status and `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct JsonError {
+    status: StatusCode,
+    message: String,
+}
+
+impl JsonError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        JsonError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        JsonError::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// The detail goes to the server's log once; the client gets no internals.
+    pub(crate) fn internal(e: StoreError) -> Self {
+        JsonError::internal_text(&e.to_string())
+    }
+    pub(crate) fn internal_text(detail: &str) -> Self {
+        eprintln!("till-server: {detail}");
+        JsonError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed; retry later",
+        )
+    }
+}
+
+impl From<ApiError> for JsonError {
+    fn from(e: ApiError) -> Self {
+        JsonError::new(e.status, e.message)
+    }
+}
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -48,6 +111,37 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/vss/listKeyVersions", post(list_key_versions))
         .route("/health", get(health))
         .route("/api/v1/stores/{store_id}/lease", get(get_lease))
+        .route("/api/v1/hub", get(hub_upgrade))
+        .route(
+            "/api/v1/stores/{store_id}/invoices",
+            post(invoices::create).get(invoices::list),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/invoices/events",
+            get(invoices::events),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/invoices/{id}",
+            get(invoices::get),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/invoices/{id}/qr.svg",
+            get(invoices::qr),
+        )
+        .route("/api/v1/stores/{store_id}/pay", post(invoices::pay))
+        .route("/api/v1/stores/{store_id}/refund", post(invoices::refund))
+        .route(
+            "/api/v1/stores/{store_id}/balances",
+            get(invoices::balances),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/payments",
+            get(invoices::payments),
+        )
+        .route("/api/v1/invites/redeem", post(crate::invite::redeem))
+        .route("/invite/{code}", get(crate::pos::invite_page))
+        .route("/pos/{store_id}", get(crate::pos::page))
+        .route("/pos/assets/{file}", get(crate::pos::asset))
         // The body limit is enforced by `read_body`, which answers with a protocol error.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
@@ -114,9 +208,49 @@ fn respond<M: Message>(result: Result<M, ApiError>) -> Response {
 }
 
 impl App {
-    /// The user of the request's bearer token. Every failure is AUTH with a message that never
-    /// repeats the token.
+    /// The user of the request's bearer token, which must be an owner token: a cashier token is
+    /// refused with 403 (the VSS, lease and hub endpoints are the merchant's devices' own).
     async fn authenticate(&self, headers: &HeaderMap) -> Result<UserId, ApiError> {
+        let caller = self.caller(headers).await?;
+        if caller.role == Role::Cashier {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: ErrorCode::AuthException,
+                message: "a cashier token may only create and view invoices; backups, leases and the hub need an owner token".to_owned(),
+            });
+        }
+        Ok(caller.user)
+    }
+
+    /// The caller of the store API for `store` (a store name): its token must belong to that
+    /// store, and, when `owner_only` names the action, be an owner token.
+    pub(crate) async fn store_caller(
+        &self,
+        headers: &HeaderMap,
+        store: &str,
+        owner_only: Option<&str>,
+    ) -> Result<Caller, JsonError> {
+        let caller = self.caller(headers).await?;
+        let owner = self
+            .store
+            .user_by_name(store, false)
+            .await
+            .map_err(JsonError::internal)?;
+        if owner != Some(caller.user) {
+            return Err(JsonError::new(
+                StatusCode::FORBIDDEN,
+                format!("this token does not belong to store {store:?}"),
+            ));
+        }
+        if let Some(what) = owner_only {
+            invoices::refuse_cashier(caller.role, what)?;
+        }
+        Ok(caller)
+    }
+
+    /// The user and role of the request's bearer token. Every failure is AUTH with a message
+    /// that never repeats the token.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::auth("missing Authorization header; expected `Bearer TOKEN`")
         })?;
@@ -127,8 +261,13 @@ impl App {
             .ok_or_else(|| ApiError::auth("the Authorization header is not `Bearer TOKEN`"))?;
         let invalid = || ApiError::auth("invalid bearer token");
         let (token_id, presented) = auth::parse(token.trim()).ok_or_else(invalid)?;
-        let (user, stored) = self.store.credential(token_id).await?.ok_or_else(invalid)?;
-        auth::matches(&presented, &stored, user).ok_or_else(invalid)
+        let stored = self.store.credential(token_id).await?.ok_or_else(invalid)?;
+        let user =
+            auth::matches(&presented, &stored.secret_hash, stored.user).ok_or_else(invalid)?;
+        Ok(Caller {
+            user,
+            role: stored.role,
+        })
     }
 
     /// Reads at most `max_body_bytes` and decodes it: 413 over the limit, 400 if it does not decode.
@@ -338,8 +477,14 @@ async fn put_objects(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
                     .collect(),
                 lease,
             };
+            let lease_written = tx.lease.is_some();
             match app.store.put(user, tx).await {
-                Ok(()) => Ok(PutObjectResponse {}),
+                Ok(()) => {
+                    if lease_written && let Err(e) = app.hub.refresh_master(user).await {
+                        eprintln!("till-server: hub: re-reading the lease: {e}");
+                    }
+                    Ok(PutObjectResponse {})
+                }
                 Err(PutError::Conflict(c)) => Err(ApiError::new(
                     ErrorCode::ConflictException,
                     format!("nothing was written: {c}"),
@@ -472,6 +617,18 @@ async fn get_lease(
             ErrorCode::NoSuchKeyException,
             format!("store {store_id:?} has no lease: no head was ever written to it"),
         )),
+        Err(e) => json_error(e),
+    }
+}
+
+/// `GET /api/v1/hub`: upgrades an owner's connection to the device hub (see `hub`).
+async fn hub_upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match app.authenticate(&headers).await {
+        Ok(user) => ws.on_upgrade(move |socket| crate::hub::serve(app, user, socket)),
         Err(e) => json_error(e),
     }
 }

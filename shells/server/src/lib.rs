@@ -16,9 +16,27 @@
 //! `{"store_id", "device" (32 hex digits), "epoch", "state": "held" | "released"}`, 404
 //! `{"error"}` for a store without one. [`ServeConfig::lease_check`] off (`--no-lease-check`) makes
 //! the server accept writes like a stock VSS server while still recording the lease.
+//!
+//! Around the backups sits the merchant's store (a store is what `user add` and `invite create`
+//! name; its tokens are owner tokens for the merchant's devices or cashier tokens for the POS
+//! page, see [`Role`]):
+//!
+//! - the device hub, a WebSocket at `/api/v1/hub` (protocol in `docs/HUB.md`): devices connect with
+//!   an owner token and their device id; the server announces the store's master (the device
+//!   holding the lease) whenever a head write changes it, its own Lightning node's address
+//!   ([`ServeConfig::node_address`]) and routes commands to the master;
+//! - the store API (`shells/server/openapi.yaml`): invoices created through the master and tracked
+//!   here as new, paid or expired, with a server-sent event stream of changes; pay, refund,
+//!   balances and payments for owner tokens;
+//! - invitations ([`create_invite`]): a single-use, expiring link that pairs a device;
+//! - the point-of-sale page at `/pos/{store}`, served entirely by the server.
 
 mod auth;
 mod http;
+mod hub;
+mod invite;
+mod invoices;
+mod pos;
 mod store;
 
 use std::fmt;
@@ -26,9 +44,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use store::{CreateUserError, Storage};
 
-pub use store::StoreError;
+pub use hub::HUB_PROTOCOL_VERSION;
+pub use invite::{DEFAULT_INVITE_TTL, Invitation, create_invite};
+pub use store::{Role, StoreError};
+
+/// How often the hub pings each device by default; three missed pings close the connection.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long the hub waits for the master's answer to a command by default.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default `--max-body-bytes`: 64 MiB. ldk-node writes its whole network graph (tens of MB on
 /// mainnet) as one object, and a put may carry up to 1000 items; the limit bounds what one request
@@ -77,6 +103,15 @@ pub struct ServeConfig {
     /// the server behaves like a stock VSS server, fencing by versions alone, and only records the
     /// lease; tests use this to show that clients fence themselves.
     pub lease_check: bool,
+    /// The URL devices and browsers reach this server at, given to devices that redeem an
+    /// invitation; `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
+    /// The server's own Lightning node (`pubkey@host:port`), announced to devices on the hub.
+    pub node_address: Option<String>,
+    /// How often the hub pings each device.
+    pub heartbeat: Duration,
+    /// How long a command waits for the master's answer.
+    pub command_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -87,6 +122,10 @@ impl ServeConfig {
             backend,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             lease_check: true,
+            public_url: None,
+            node_address: None,
+            heartbeat: DEFAULT_HEARTBEAT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }
@@ -111,6 +150,12 @@ pub enum Error {
         name: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// `token add` for a store that does not exist.
+    #[error("no store named {name:?}; create it with `till-server invite create` or `user add`")]
+    NoSuchStore {
+        /// The name.
+        name: String,
     },
     /// The listen address could not be bound.
     #[error("could not listen on {addr}: {source}")]
@@ -141,8 +186,8 @@ async fn open(backend: &Backend) -> Result<Arc<dyn Storage>, Error> {
     })
 }
 
-/// Creates a user and returns its bearer token, the only time the token exists in clear.
-pub async fn add_user(backend: &Backend, name: &str) -> Result<String, Error> {
+/// Refuses names that cannot be a user (store) name.
+fn check_store_name(name: &str) -> Result<(), Error> {
     let invalid = |reason| Error::InvalidUserName {
         name: name.to_owned(),
         reason,
@@ -156,6 +201,27 @@ pub async fn add_user(backend: &Backend, name: &str) -> Result<String, Error> {
     if name.chars().any(char::is_control) {
         return Err(invalid("it contains control characters"));
     }
+    Ok(())
+}
+
+/// Adds a token of `role` to the existing store `store` and returns it, the only time the token
+/// exists in clear.
+pub async fn add_token(backend: &Backend, store: &str, role: Role) -> Result<String, Error> {
+    let storage = open(backend).await?;
+    let user = storage
+        .user_by_name(store, false)
+        .await?
+        .ok_or_else(|| Error::NoSuchStore {
+            name: store.to_owned(),
+        })?;
+    let (token, credential) = auth::issue();
+    storage.add_token(user, &credential, role).await?;
+    Ok(token)
+}
+
+/// Creates a user and returns its bearer token, the only time the token exists in clear.
+pub async fn add_user(backend: &Backend, name: &str) -> Result<String, Error> {
+    check_store_name(name)?;
     let storage = open(backend).await?;
     let (token, credential) = auth::issue();
     match storage.create_user(name, &credential).await {
@@ -181,10 +247,23 @@ impl Server {
                 addr: config.listen,
                 source,
             })?;
+        let local = listener.local_addr().map_err(Error::Serve)?;
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
         let app = Arc::new(http::App {
-            store,
+            store: store.clone(),
             max_body_bytes: config.max_body_bytes,
             lease_check: config.lease_check,
+            hub: hub::Hub::new(
+                store,
+                config.node_address.clone(),
+                config.heartbeat,
+                config.command_timeout,
+            ),
+            invoice_events: tokio::sync::broadcast::channel(1024).0,
+            public_url,
         });
         Ok(Server { listener, app })
     }

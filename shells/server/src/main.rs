@@ -4,7 +4,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use till_server::{Backend, DEFAULT_MAX_BODY_BYTES, ServeConfig, Server};
+use std::time::Duration;
+use till_server::{Backend, DEFAULT_MAX_BODY_BYTES, Role, ServeConfig, Server};
+
+/// The public URL `invite create` builds links from when none is given.
+const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 /// Till's server: a VSS-compatible store for Till's encrypted backups.
 #[derive(Parser)]
@@ -16,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the VSS endpoints under /vss, GET /health and GET /api/v1/stores/{store_id}/lease.
+    /// Serve the VSS endpoints under /vss, GET /health, the lease API, the device hub
+    /// (/api/v1/hub), the store API (/api/v1/stores/{store}/...), invitations and the POS page.
     Serve {
         /// Address to listen on; port 0 picks a free port (printed on start).
         #[arg(long)]
@@ -30,6 +35,29 @@ enum Command {
         /// alone); the lease is still recorded. For tests.
         #[arg(long)]
         no_lease_check: bool,
+        /// The URL devices and browsers reach this server at (default: http:// and the bound
+        /// address); given to devices that redeem an invitation.
+        #[arg(long, env = "TILL_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// This server's Lightning node (pubkey@host:port), announced to devices on the hub.
+        #[arg(long)]
+        node_address: Option<String>,
+        /// Seconds between the hub's pings; a device silent for three is disconnected.
+        #[arg(long, default_value_t = till_server::DEFAULT_HEARTBEAT.as_secs_f64())]
+        heartbeat_secs: f64,
+        /// Seconds a command waits for the master device's answer.
+        #[arg(long, default_value_t = till_server::DEFAULT_COMMAND_TIMEOUT.as_secs_f64())]
+        command_timeout_secs: f64,
+    },
+    /// Manage invitations.
+    Invite {
+        #[command(subcommand)]
+        command: InviteCommand,
+    },
+    /// Manage tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Manage users.
     User {
@@ -47,6 +75,52 @@ enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum InviteCommand {
+    /// Create a single-use, expiring invitation to a store (created if new) and print its link,
+    /// alone on the last line.
+    Create {
+        /// The store's name.
+        #[arg(long)]
+        store: String,
+        #[command(flatten)]
+        backend: StoreArgs,
+        /// The URL devices reach the server at; the link is built from it.
+        #[arg(long, env = "TILL_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
+        public_url: String,
+        /// Seconds until the invitation expires.
+        #[arg(long, default_value_t = till_server::DEFAULT_INVITE_TTL.as_secs_f64())]
+        expires_in_secs: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Add a token to an existing store and print it, alone on one line.
+    Add {
+        /// The store's name.
+        #[arg(long)]
+        store: String,
+        /// owner (the merchant's devices) or cashier (the POS page: create and view invoices).
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        backend: StoreArgs,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "owner" => Ok(Role::Owner),
+        "cashier" => Ok(Role::Cashier),
+        other => Err(format!("unknown role {other:?}; use owner or cashier")),
+    }
+}
+
+fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).with_context(|| format!("--{what} must be a positive number"))
 }
 
 #[derive(Args)]
@@ -88,10 +162,18 @@ async fn main() -> anyhow::Result<()> {
             store,
             max_body_bytes,
             no_lease_check,
+            public_url,
+            node_address,
+            heartbeat_secs,
+            command_timeout_secs,
         } => {
             let mut config = ServeConfig::new(listen, store.backend());
             config.max_body_bytes = max_body_bytes;
             config.lease_check = !no_lease_check;
+            config.public_url = public_url;
+            config.node_address = node_address;
+            config.heartbeat = seconds("heartbeat-secs", heartbeat_secs)?;
+            config.command_timeout = seconds("command-timeout-secs", command_timeout_secs)?;
             let server = Server::bind(config).await.context("starting till-server")?;
             println!("till-server listening on http://{}", server.local_addr()?);
             server.run(shutdown_signal()).await.context("serving")?;
@@ -102,6 +184,40 @@ async fn main() -> anyhow::Result<()> {
             let token = till_server::add_user(&store.backend(), &name)
                 .await
                 .context("adding a user")?;
+            println!("{token}");
+        }
+        Command::Invite {
+            command:
+                InviteCommand::Create {
+                    store,
+                    backend,
+                    public_url,
+                    expires_in_secs,
+                },
+        } => {
+            let ttl = seconds("expires-in-secs", expires_in_secs)?;
+            let invitation =
+                till_server::create_invite(&backend.backend(), &store, &public_url, ttl)
+                    .await
+                    .context("creating an invitation")?;
+            println!(
+                "Invitation to store {:?}, single use, valid for {} s:",
+                invitation.store,
+                ttl.as_secs()
+            );
+            println!("{}", invitation.link);
+        }
+        Command::Token {
+            command:
+                TokenCommand::Add {
+                    store,
+                    role,
+                    backend,
+                },
+        } => {
+            let token = till_server::add_token(&backend.backend(), &store, role)
+                .await
+                .context("adding a token")?;
             println!("{token}");
         }
     }

@@ -15,7 +15,7 @@ use till_vss::replica::{
 
 /// The number a backend gave a user when it was created. Objects are keyed by it, never by name or
 /// token, so a token can be replaced without moving data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct UserId(pub(crate) i64);
 
 /// The stored half of a bearer token: the public id that finds it, and the blake3 hash of its secret.
@@ -23,6 +23,120 @@ pub(crate) struct UserId(pub(crate) i64);
 pub(crate) struct Credential {
     pub(crate) token_id: [u8; 16],
     pub(crate) secret_hash: [u8; 32],
+}
+
+/// What a bearer token may do. Owner tokens are the merchant's devices (everything); cashier tokens
+/// are for the point-of-sale page: create and view invoices, nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The merchant's devices: VSS, lease, hub, invoices, payments.
+    Owner,
+    /// The point-of-sale page: create and view invoices only.
+    Cashier,
+}
+
+impl Role {
+    /// The stored code: 1 owner, 2 cashier.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Role::Owner => 1,
+            Role::Cashier => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Result<Role, StoreError> {
+        match code {
+            1 => Ok(Role::Owner),
+            2 => Ok(Role::Cashier),
+            other => Err(StoreError::new(
+                "corrupt token record",
+                format!("unknown role code {other}"),
+            )),
+        }
+    }
+
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Cashier => "cashier",
+        }
+    }
+}
+
+/// A token as the store keeps it: whose it is, the hash of its secret, and its role.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoredToken {
+    pub(crate) user: UserId,
+    pub(crate) secret_hash: [u8; 32],
+    pub(crate) role: Role,
+}
+
+/// A single-use invitation: only the blake3 hash of its code is stored.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Invite {
+    pub(crate) user: UserId,
+    /// Unix milliseconds after which it no longer redeems.
+    pub(crate) expires_ms: i64,
+}
+
+/// Why an invitation did not redeem.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedeemError {
+    #[error("unknown invitation code")]
+    Unknown,
+    #[error("this invitation was already redeemed (at unix ms {at_ms})")]
+    Used { at_ms: i64 },
+    #[error("this invitation expired (at unix ms {expires_ms})")]
+    Expired { expires_ms: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A store invoice's status: `new` until paid or expired; paid and expired are final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum InvoiceStatus {
+    New,
+    Paid,
+    Expired,
+}
+
+/// A store invoice as the server tracks it. Its id is the payment hash (hex), unique per invoice.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct InvoiceRecord {
+    pub(crate) id: String,
+    pub(crate) bolt11: String,
+    pub(crate) amount_sat: u64,
+    pub(crate) description: String,
+    pub(crate) status: InvoiceStatus,
+    pub(crate) created_ms: i64,
+    pub(crate) expires_ms: i64,
+    pub(crate) paid_ms: Option<i64>,
+    /// What the master reported received, when paid.
+    pub(crate) received_msat: Option<u64>,
+}
+
+/// The version byte in front of a stored invoice record (then JSON), in both backends.
+pub(crate) const INVOICE_RECORD_V1: u8 = 1;
+
+pub(crate) fn encode_invoice(record: &InvoiceRecord) -> Vec<u8> {
+    let mut out = vec![INVOICE_RECORD_V1];
+    out.extend_from_slice(&serde_json::to_vec(record).unwrap_or_default());
+    out
+}
+
+pub(crate) fn decode_invoice(bytes: &[u8]) -> Result<InvoiceRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&INVOICE_RECORD_V1, json)) => {
+            serde_json::from_slice(json).map_err(|e| StoreError::new("corrupt invoice record", e))
+        }
+        Some((v, _)) => Err(StoreError::new(
+            "invoice record of unknown format",
+            format!("version {v}"),
+        )),
+        None => Err(StoreError::new("corrupt invoice record", "empty")),
+    }
 }
 
 /// A key's current state.
@@ -205,11 +319,56 @@ pub(crate) trait Storage: Send + Sync + 'static {
         credential: &Credential,
     ) -> Result<UserId, CreateUserError>;
 
-    /// The user and secret hash of a token id, if such a token exists.
-    async fn credential(
+    /// The token with this id, if it exists.
+    async fn credential(&self, token_id: [u8; 16]) -> Result<Option<StoredToken>, StoreError>;
+
+    /// The user (store) of this name, created without a token when `create` and missing.
+    async fn user_by_name(&self, name: &str, create: bool) -> Result<Option<UserId>, StoreError>;
+
+    /// The name of a user (store).
+    async fn user_name(&self, user: UserId) -> Result<String, StoreError>;
+
+    /// Adds a token of `role` to an existing user.
+    async fn add_token(
         &self,
-        token_id: [u8; 16],
-    ) -> Result<Option<(UserId, [u8; 32])>, StoreError>;
+        user: UserId,
+        credential: &Credential,
+        role: Role,
+    ) -> Result<(), StoreError>;
+
+    /// Records an invitation under the hash of its code.
+    async fn create_invite(&self, code_hash: [u8; 32], invite: Invite) -> Result<(), StoreError>;
+
+    /// Redeems an invitation at `now_ms`, in one transaction: marks it used and adds `credential`
+    /// as an owner token of its user. Returns the user.
+    async fn redeem_invite(
+        &self,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        credential: &Credential,
+    ) -> Result<UserId, RedeemError>;
+
+    /// Every lease of the user's stores (VSS store id, lease).
+    async fn leases(&self, user: UserId) -> Result<Vec<(String, LeaseHeader)>, StoreError>;
+
+    /// Stores a new invoice; an invoice of the same id is replaced.
+    async fn put_invoice(&self, user: UserId, invoice: &InvoiceRecord) -> Result<(), StoreError>;
+
+    async fn invoice(&self, user: UserId, id: &str) -> Result<Option<InvoiceRecord>, StoreError>;
+
+    /// The user's invoices, newest first.
+    async fn invoices(&self, user: UserId) -> Result<Vec<InvoiceRecord>, StoreError>;
+
+    /// Moves invoice `id` from `new` to `to` in one transaction (`paid_ms`, `received_msat` set
+    /// for paid). Returns the changed record, or `None` if it is missing or no longer `new`.
+    async fn finish_invoice(
+        &self,
+        user: UserId,
+        id: &str,
+        to: InvoiceStatus,
+        at_ms: i64,
+        received_msat: Option<u64>,
+    ) -> Result<Option<InvoiceRecord>, StoreError>;
 
     async fn get(
         &self,
@@ -245,6 +404,24 @@ pub(crate) trait Storage: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<Listed>, StoreError>;
+}
+
+/// Applies a status change to a record that is still `new`; `None` if it is not.
+pub(crate) fn finish(
+    mut record: InvoiceRecord,
+    to: InvoiceStatus,
+    at_ms: i64,
+    received_msat: Option<u64>,
+) -> Option<InvoiceRecord> {
+    if record.status != InvoiceStatus::New {
+        return None;
+    }
+    record.status = to;
+    if to == InvoiceStatus::Paid {
+        record.paid_ms = Some(at_ms);
+        record.received_msat = received_msat;
+    }
+    Some(record)
 }
 
 /// The lease state as stored: 1 held, 2 released (the lease header's own codes).

@@ -3,17 +3,18 @@
 //! `docs/FORMAT.md` ("till-server store").
 
 use super::{
-    Conflict, CreateUserError, Credential, LeaseWrite, Listed, Object, PutError, PutTransaction,
-    Storage, StoreError, UserId, check_lease, lease_from_fields, state_code,
+    Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, LeaseWrite,
+    Listed, Object, PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken,
+    UserId, check_lease, decode_invoice, encode_invoice, finish, lease_from_fields, state_code,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use till_vss::replica::LeaseHeader;
 use tokio_postgres::NoTls;
 
-/// The schema version this code creates and expects (`till_schema.version`). A version 1 database
-/// is upgraded to 2 on start ([`SCHEMA_V2`]).
-const SCHEMA_VERSION: i32 = 2;
+/// The schema version this code creates and expects (`till_schema.version`). Older databases are
+/// upgraded on start ([`SCHEMA_V2`], [`SCHEMA_V3`]).
+const SCHEMA_VERSION: i32 = 3;
 /// Serialises schema creation between server processes starting at once.
 const MIGRATION_LOCK: i64 = 0x7469_6c6c_5f76_7373; // "till_vss"
 
@@ -58,6 +59,27 @@ CREATE TABLE till_leases (
     epoch       BIGINT NOT NULL CHECK (epoch >= 0),
     state       SMALLINT NOT NULL CHECK (state IN (1, 2)),
     PRIMARY KEY (user_id, store_id)
+);
+";
+
+/// From schema 2 to 3: token roles (existing tokens are owners), single-use invitations (only the
+/// code's blake3 hash is stored) and the store invoices the server tracks (a versioned record, see
+/// `InvoiceRecord`, plus the columns listings sort by). Written to apply also to a database that
+/// already has some of it (a test makes schema 1 from a current database by dropping a table).
+const SCHEMA_V3: &str = "
+ALTER TABLE till_tokens ADD COLUMN IF NOT EXISTS role SMALLINT NOT NULL DEFAULT 1 CHECK (role IN (1, 2));
+CREATE TABLE IF NOT EXISTS till_invites (
+    code_hash   BYTEA PRIMARY KEY CHECK (length(code_hash) = 32),
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    expires_ms  BIGINT NOT NULL,
+    redeemed_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS till_invoices (
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    id          TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    record      BYTEA NOT NULL,
+    PRIMARY KEY (user_id, id)
 );
 ";
 
@@ -125,6 +147,9 @@ impl PostgresStorage {
                 tx.batch_execute(SCHEMA_V2)
                     .await
                     .map_err(db("create schema v2"))?;
+                tx.batch_execute(SCHEMA_V3)
+                    .await
+                    .map_err(db("create schema v3"))?;
                 tx.execute(
                     "INSERT INTO till_schema (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
@@ -132,10 +157,15 @@ impl PostgresStorage {
                 .await
                 .map_err(db("record schema version"))?;
             }
-            Some(1) => {
-                tx.batch_execute(SCHEMA_V2)
+            Some(old @ (1 | 2)) => {
+                if old == 1 {
+                    tx.batch_execute(SCHEMA_V2)
+                        .await
+                        .map_err(db("upgrade schema to v2"))?;
+                }
+                tx.batch_execute(SCHEMA_V3)
                     .await
-                    .map_err(db("upgrade schema to v2"))?;
+                    .map_err(db("upgrade schema to v3"))?;
                 tx.execute("UPDATE till_schema SET version = $1", &[&SCHEMA_VERSION])
                     .await
                     .map_err(db("record schema version"))?;
@@ -387,13 +417,12 @@ impl Storage for PostgresStorage {
         Ok(user)
     }
 
-    async fn credential(
-        &self,
-        token_id: [u8; 16],
-    ) -> Result<Option<(UserId, [u8; 32])>, StoreError> {
+    async fn credential(&self, token_id: [u8; 16]) -> Result<Option<StoredToken>, StoreError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let stmt = client
-            .prepare_cached("SELECT user_id, secret_hash FROM till_tokens WHERE token_id = $1")
+            .prepare_cached(
+                "SELECT user_id, secret_hash, role FROM till_tokens WHERE token_id = $1",
+            )
             .await
             .map_err(db("prepare"))?;
         let row = client
@@ -405,7 +434,204 @@ impl Storage for PostgresStorage {
         let hash: [u8; 32] = hash
             .try_into()
             .map_err(|_| StoreError::new("corrupt token record", "secret hash is not 32 bytes"))?;
-        Ok(Some((UserId(row.get(0)), hash)))
+        let role: i16 = row.get(2);
+        Ok(Some(StoredToken {
+            user: UserId(row.get(0)),
+            secret_hash: hash,
+            role: Role::from_code(u8::try_from(role).unwrap_or(0))?,
+        }))
+    }
+
+    async fn user_by_name(&self, name: &str, create: bool) -> Result<Option<UserId>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        if create {
+            client
+                .execute(
+                    "INSERT INTO till_users (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                    &[&name],
+                )
+                .await
+                .map_err(db("insert user"))?;
+        }
+        let row = client
+            .query_opt("SELECT id FROM till_users WHERE name = $1", &[&name])
+            .await
+            .map_err(db("read user"))?;
+        Ok(row.map(|r| UserId(r.get(0))))
+    }
+
+    async fn user_name(&self, user: UserId) -> Result<String, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one("SELECT name FROM till_users WHERE id = $1", &[&user.0])
+            .await
+            .map_err(db("read user name"))?;
+        Ok(row.get(0))
+    }
+
+    async fn add_token(
+        &self,
+        user: UserId,
+        credential: &Credential,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO till_tokens (token_id, user_id, secret_hash, role) VALUES ($1, $2, $3, $4)",
+                &[
+                    &credential.token_id.as_slice(),
+                    &user.0,
+                    &credential.secret_hash.as_slice(),
+                    &i16::from(role.code()),
+                ],
+            )
+            .await
+            .map_err(db("insert token"))?;
+        Ok(())
+    }
+
+    async fn create_invite(&self, code_hash: [u8; 32], invite: Invite) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO till_invites (code_hash, user_id, expires_ms) VALUES ($1, $2, $3)",
+                &[&code_hash.as_slice(), &invite.user.0, &invite.expires_ms],
+            )
+            .await
+            .map_err(db("insert invite"))?;
+        Ok(())
+    }
+
+    async fn redeem_invite(
+        &self,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        credential: &Credential,
+    ) -> Result<UserId, RedeemError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let row = tx
+            .query_opt(
+                "SELECT user_id, expires_ms, redeemed_ms FROM till_invites WHERE code_hash = $1 FOR UPDATE",
+                &[&code_hash.as_slice()],
+            )
+            .await
+            .map_err(db("read invite"))?
+            .ok_or(RedeemError::Unknown)?;
+        let user = UserId(row.get(0));
+        let expires_ms: i64 = row.get(1);
+        if let Some(at_ms) = row.get::<_, Option<i64>>(2) {
+            return Err(RedeemError::Used { at_ms });
+        }
+        if now_ms > expires_ms {
+            return Err(RedeemError::Expired { expires_ms });
+        }
+        tx.execute(
+            "UPDATE till_invites SET redeemed_ms = $2 WHERE code_hash = $1",
+            &[&code_hash.as_slice(), &now_ms.max(1)],
+        )
+        .await
+        .map_err(db("redeem invite"))?;
+        tx.execute(
+            "INSERT INTO till_tokens (token_id, user_id, secret_hash, role) VALUES ($1, $2, $3, 1)",
+            &[
+                &credential.token_id.as_slice(),
+                &user.0,
+                &credential.secret_hash.as_slice(),
+            ],
+        )
+        .await
+        .map_err(db("insert token"))?;
+        tx.commit().await.map_err(db("commit redeem"))?;
+        Ok(user)
+    }
+
+    async fn leases(&self, user: UserId) -> Result<Vec<(String, LeaseHeader)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT device, epoch, state, store_id FROM till_leases WHERE user_id = $1",
+                &[&user.0],
+            )
+            .await
+            .map_err(db("read leases"))?;
+        rows.iter()
+            .map(|r| Ok((r.get::<_, String>(3), lease_row(r)?)))
+            .collect()
+    }
+
+    async fn put_invoice(&self, user: UserId, invoice: &InvoiceRecord) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO till_invoices (user_id, id, created_ms, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, id) DO UPDATE SET created_ms = $3, record = $4",
+                &[&user.0, &invoice.id, &invoice.created_ms, &encode_invoice(invoice)],
+            )
+            .await
+            .map_err(db("write invoice"))?;
+        Ok(())
+    }
+
+    async fn invoice(&self, user: UserId, id: &str) -> Result<Option<InvoiceRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM till_invoices WHERE user_id = $1 AND id = $2",
+                &[&user.0, &id],
+            )
+            .await
+            .map_err(db("read invoice"))?;
+        row.map(|r| decode_invoice(r.get::<_, &[u8]>(0)))
+            .transpose()
+    }
+
+    async fn invoices(&self, user: UserId) -> Result<Vec<InvoiceRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT record FROM till_invoices WHERE user_id = $1 ORDER BY created_ms DESC, id",
+                &[&user.0],
+            )
+            .await
+            .map_err(db("list invoices"))?;
+        rows.iter()
+            .map(|r| decode_invoice(r.get::<_, &[u8]>(0)))
+            .collect()
+    }
+
+    async fn finish_invoice(
+        &self,
+        user: UserId,
+        id: &str,
+        to: InvoiceStatus,
+        at_ms: i64,
+        received_msat: Option<u64>,
+    ) -> Result<Option<InvoiceRecord>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let row = tx
+            .query_opt(
+                "SELECT record FROM till_invoices WHERE user_id = $1 AND id = $2 FOR UPDATE",
+                &[&user.0, &id],
+            )
+            .await
+            .map_err(db("read invoice"))?;
+        let current = row
+            .map(|r| decode_invoice(r.get::<_, &[u8]>(0)))
+            .transpose()?;
+        let Some(changed) = current.and_then(|r| finish(r, to, at_ms, received_msat)) else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE till_invoices SET record = $3 WHERE user_id = $1 AND id = $2",
+            &[&user.0, &id, &encode_invoice(&changed)],
+        )
+        .await
+        .map_err(db("write invoice"))?;
+        tx.commit().await.map_err(db("commit invoice"))?;
+        Ok(Some(changed))
     }
 
     async fn get(

@@ -6,8 +6,9 @@
 //! `docs/FORMAT.md` ("till-server store").
 
 use super::{
-    Conflict, CreateUserError, Credential, Listed, Object, PutError, PutTransaction, Storage,
-    StoreError, UserId, check_lease, lease_from_fields, state_code,
+    Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, Listed, Object,
+    PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken, UserId,
+    check_lease, decode_invoice, encode_invoice, finish, lease_from_fields, state_code,
 };
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
@@ -19,11 +20,14 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The file name inside the data directory.
 pub(crate) const FILE_NAME: &str = "till-server.redb";
-/// The layout version this code reads and writes (META "format"). Version 1 files (before the
-/// `leases` table) are upgraded on open: the upgrade only adds the empty table.
-const FORMAT: u64 = 2;
+/// The layout version this code reads and writes (META "format"). Older files are upgraded on
+/// open: version 1 lacks the `leases` table, version 2 the `invites` and `invoices` tables; the
+/// upgrade only adds the empty tables (version 1 token records still read, as owner tokens).
+const FORMAT: u64 = 3;
 /// The version byte in front of every record value.
 const RECORD_V1: u8 = 1;
+/// Token records since format 3: version 1's fields, then the role code.
+const TOKEN_V2: u8 = 2;
 /// At most this many puts share one commit.
 const MAX_BATCH: usize = 512;
 
@@ -35,6 +39,10 @@ const BY_CREATION: TableDefinition<'static, (i64, &str, i64), &str> =
     TableDefinition::new("objects_by_creation");
 const GLOBALS: TableDefinition<'static, (i64, &str), i64> = TableDefinition::new("global_versions");
 const LEASES: TableDefinition<'static, (i64, &str), &[u8]> = TableDefinition::new("leases");
+/// Invitation code hash -> record (version, user, expires ms, redeemed ms or 0).
+const INVITES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("invites");
+/// (user, invoice id) -> versioned invoice record.
+const INVOICES: TableDefinition<'static, (i64, &str), &[u8]> = TableDefinition::new("invoices");
 
 enum Job {
     Put {
@@ -92,7 +100,7 @@ impl RedbStorage {
             match found {
                 // A new file, or a version 1 file: the tables below are created if missing,
                 // which is all the upgrade from 1 takes.
-                None | Some(1) => {
+                None | Some(1) | Some(2) => {
                     meta.insert("format", FORMAT)
                         .map_err(|e| err("write format")(e.into()))?;
                 }
@@ -119,6 +127,10 @@ impl RedbStorage {
                 .map_err(|e| err("open global_versions")(e.into()))?;
             wtx.open_table(LEASES)
                 .map_err(|e| err("open leases")(e.into()))?;
+            wtx.open_table(INVITES)
+                .map_err(|e| err("open invites")(e.into()))?;
+            wtx.open_table(INVOICES)
+                .map_err(|e| err("open invoices")(e.into()))?;
         }
         wtx.commit().map_err(|e| err("commit")(e.into()))?;
         let db = Arc::new(db);
@@ -492,26 +504,124 @@ fn apply_delete(
     Ok(())
 }
 
-/// Encodes a token record: version byte, user id, secret hash.
-fn encode_token(user: UserId, secret_hash: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(41);
-    out.push(RECORD_V1);
+/// Encodes a token record: version byte (2), user id, secret hash, role code.
+fn encode_token(user: UserId, secret_hash: &[u8; 32], role: Role) -> Vec<u8> {
+    let mut out = Vec::with_capacity(42);
+    out.push(TOKEN_V2);
     out.extend_from_slice(&user.0.to_be_bytes());
     out.extend_from_slice(secret_hash);
+    out.push(role.code());
     out
 }
 
-fn decode_token(bytes: &[u8]) -> Result<(UserId, [u8; 32]), StoreError> {
-    if bytes.len() != 41 || bytes[0] != RECORD_V1 {
+/// Decodes a token record; version 1 records (no role byte) are owner tokens.
+fn decode_token(bytes: &[u8]) -> Result<StoredToken, StoreError> {
+    let role = match (bytes.first(), bytes.len()) {
+        (Some(&RECORD_V1), 41) => Role::Owner,
+        (Some(&TOKEN_V2), 42) => Role::from_code(bytes[41])?,
+        _ => {
+            return Err(StoreError::new(
+                "token record of unknown format or corrupt",
+                format!("{} bytes", bytes.len()),
+            ));
+        }
+    };
+    let user = i64::from_be_bytes(bytes[1..9].try_into().unwrap_or_default());
+    let mut secret_hash = [0u8; 32];
+    secret_hash.copy_from_slice(&bytes[9..41]);
+    Ok(StoredToken {
+        user: UserId(user),
+        secret_hash,
+        role,
+    })
+}
+
+/// Encodes an invitation record: version byte, user, expiry (ms), redeemed at (ms, 0: not yet).
+fn encode_invite(invite: &Invite, redeemed_ms: i64) -> [u8; 25] {
+    let mut out = [0u8; 25];
+    out[0] = RECORD_V1;
+    out[1..9].copy_from_slice(&invite.user.0.to_be_bytes());
+    out[9..17].copy_from_slice(&invite.expires_ms.to_be_bytes());
+    out[17..25].copy_from_slice(&redeemed_ms.to_be_bytes());
+    out
+}
+
+fn decode_invite(bytes: &[u8]) -> Result<(Invite, i64), StoreError> {
+    if bytes.len() != 25 || bytes[0] != RECORD_V1 {
         return Err(StoreError::new(
-            "token record of unknown format or corrupt",
+            "invitation record of unknown format or corrupt",
             format!("{} bytes", bytes.len()),
         ));
     }
-    let user = i64::from_be_bytes(bytes[1..9].try_into().unwrap_or_default());
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&bytes[9..41]);
-    Ok((UserId(user), hash))
+    let field =
+        |r: std::ops::Range<usize>| i64::from_be_bytes(bytes[r].try_into().unwrap_or_default());
+    Ok((
+        Invite {
+            user: UserId(field(1..9)),
+            expires_ms: field(9..17),
+        },
+        field(17..25),
+    ))
+}
+
+/// Creates the user `name` in `wtx` without a token, or returns the existing one.
+fn ensure_user(wtx: &redb::WriteTransaction, name: &str) -> Result<UserId, StoreError> {
+    let mut names = wtx
+        .open_table(USER_NAMES)
+        .map_err(|e| err("open user_names")(e.into()))?;
+    if let Some(found) = names.get(name).map_err(|e| err("read user")(e.into()))? {
+        return Ok(UserId(found.value()));
+    }
+    let mut meta = wtx
+        .open_table(META)
+        .map_err(|e| err("open meta")(e.into()))?;
+    let next = meta
+        .get("next_user")
+        .map_err(|e| err("read next_user")(e.into()))?
+        .map_or(1, |g| g.value());
+    meta.insert("next_user", next + 1)
+        .map_err(|e| err("write next_user")(e.into()))?;
+    let user = UserId(i64::try_from(next).map_err(|e| StoreError::new("user id overflow", e))?);
+    names
+        .insert(name, user.0)
+        .map_err(|e| err("write user")(e.into()))?;
+    Ok(user)
+}
+
+fn insert_token(
+    wtx: &redb::WriteTransaction,
+    user: UserId,
+    credential: &Credential,
+    role: Role,
+) -> Result<(), StoreError> {
+    let mut tokens = wtx
+        .open_table(TOKENS)
+        .map_err(|e| err("open tokens")(e.into()))?;
+    tokens
+        .insert(
+            credential.token_id.as_slice(),
+            encode_token(user, &credential.secret_hash, role).as_slice(),
+        )
+        .map_err(|e| err("write token")(e.into()))?;
+    Ok(())
+}
+
+impl RedbStorage {
+    /// Runs `f` in its own durable write transaction on a blocking thread.
+    async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+            let out = f(&wtx)?;
+            wtx.commit().map_err(|e| err("commit")(e.into()))?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::new("write task failed", e))?
+    }
 }
 
 #[async_trait]
@@ -568,7 +678,7 @@ impl Storage for RedbStorage {
                 tokens
                     .insert(
                         credential.token_id.as_slice(),
-                        encode_token(user, &credential.secret_hash).as_slice(),
+                        encode_token(user, &credential.secret_hash, Role::Owner).as_slice(),
                     )
                     .map_err(|e| err("write token")(e.into()))?;
             }
@@ -579,10 +689,7 @@ impl Storage for RedbStorage {
         .map_err(|e| StoreError::new("user task failed", e))?
     }
 
-    async fn credential(
-        &self,
-        token_id: [u8; 16],
-    ) -> Result<Option<(UserId, [u8; 32])>, StoreError> {
+    async fn credential(&self, token_id: [u8; 16]) -> Result<Option<StoredToken>, StoreError> {
         self.read(move |rtx| {
             let tokens = rtx
                 .open_table(TOKENS)
@@ -591,6 +698,201 @@ impl Storage for RedbStorage {
                 .get(token_id.as_slice())
                 .map_err(|e| err("read token")(e.into()))?;
             found.map(|g| decode_token(g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str, create: bool) -> Result<Option<UserId>, StoreError> {
+        let name = name.to_owned();
+        if create {
+            return self
+                .write(move |wtx| ensure_user(wtx, &name).map(Some))
+                .await;
+        }
+        self.read(move |rtx| {
+            let names = rtx
+                .open_table(USER_NAMES)
+                .map_err(|e| err("open user_names")(e.into()))?;
+            let found = names
+                .get(name.as_str())
+                .map_err(|e| err("read user")(e.into()))?;
+            Ok(found.map(|g| UserId(g.value())))
+        })
+        .await
+    }
+
+    async fn user_name(&self, user: UserId) -> Result<String, StoreError> {
+        self.read(move |rtx| {
+            let names = rtx
+                .open_table(USER_NAMES)
+                .map_err(|e| err("open user_names")(e.into()))?;
+            for entry in names.iter().map_err(|e| err("scan user_names")(e.into()))? {
+                let (name, id) = entry.map_err(|e| err("scan user_names")(e.into()))?;
+                if id.value() == user.0 {
+                    return Ok(name.value().to_owned());
+                }
+            }
+            Err(StoreError::new("unknown user id", user.0))
+        })
+        .await
+    }
+
+    async fn add_token(
+        &self,
+        user: UserId,
+        credential: &Credential,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        let credential = credential.clone();
+        self.write(move |wtx| insert_token(wtx, user, &credential, role))
+            .await
+    }
+
+    async fn create_invite(&self, code_hash: [u8; 32], invite: Invite) -> Result<(), StoreError> {
+        self.write(move |wtx| {
+            let mut invites = wtx
+                .open_table(INVITES)
+                .map_err(|e| err("open invites")(e.into()))?;
+            invites
+                .insert(code_hash.as_slice(), encode_invite(&invite, 0).as_slice())
+                .map_err(|e| err("write invite")(e.into()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_invite(
+        &self,
+        code_hash: [u8; 32],
+        now_ms: i64,
+        credential: &Credential,
+    ) -> Result<UserId, RedeemError> {
+        let credential = credential.clone();
+        self.write(move |wtx| {
+            let (invite, redeemed) = {
+                let invites = wtx
+                    .open_table(INVITES)
+                    .map_err(|e| err("open invites")(e.into()))?;
+                let found = invites
+                    .get(code_hash.as_slice())
+                    .map_err(|e| err("read invite")(e.into()))?
+                    .ok_or(RedeemError::Unknown)?;
+                decode_invite(found.value())?
+            };
+            if redeemed != 0 {
+                return Err(RedeemError::Used { at_ms: redeemed });
+            }
+            if now_ms > invite.expires_ms {
+                return Err(RedeemError::Expired {
+                    expires_ms: invite.expires_ms,
+                });
+            }
+            wtx.open_table(INVITES)
+                .map_err(|e| err("open invites")(e.into()))?
+                .insert(
+                    code_hash.as_slice(),
+                    encode_invite(&invite, now_ms.max(1)).as_slice(),
+                )
+                .map_err(|e| err("write invite")(e.into()))?;
+            insert_token(wtx, invite.user, &credential, Role::Owner)?;
+            Ok(invite.user)
+        })
+        .await
+    }
+
+    async fn leases(&self, user: UserId) -> Result<Vec<(String, LeaseHeader)>, StoreError> {
+        self.read(move |rtx| {
+            let leases = rtx
+                .open_table(LEASES)
+                .map_err(|e| err("open leases")(e.into()))?;
+            let range = leases
+                .range((user.0, "")..(user.0 + 1, ""))
+                .map_err(|e| err("scan leases")(e.into()))?;
+            let mut out = Vec::new();
+            for entry in range {
+                let (k, v) = entry.map_err(|e| err("scan leases")(e.into()))?;
+                out.push((k.value().1.to_owned(), decode_lease(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_invoice(&self, user: UserId, invoice: &InvoiceRecord) -> Result<(), StoreError> {
+        let invoice = invoice.clone();
+        self.write(move |wtx| {
+            wtx.open_table(INVOICES)
+                .map_err(|e| err("open invoices")(e.into()))?
+                .insert(
+                    (user.0, invoice.id.as_str()),
+                    encode_invoice(&invoice).as_slice(),
+                )
+                .map_err(|e| err("write invoice")(e.into()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn invoice(&self, user: UserId, id: &str) -> Result<Option<InvoiceRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |rtx| {
+            let invoices = rtx
+                .open_table(INVOICES)
+                .map_err(|e| err("open invoices")(e.into()))?;
+            let found = invoices
+                .get((user.0, id.as_str()))
+                .map_err(|e| err("read invoice")(e.into()))?;
+            found.map(|g| decode_invoice(g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn invoices(&self, user: UserId) -> Result<Vec<InvoiceRecord>, StoreError> {
+        let mut all = self
+            .read(move |rtx| {
+                let invoices = rtx
+                    .open_table(INVOICES)
+                    .map_err(|e| err("open invoices")(e.into()))?;
+                let range = invoices
+                    .range((user.0, "")..(user.0 + 1, ""))
+                    .map_err(|e| err("scan invoices")(e.into()))?;
+                let mut out = Vec::new();
+                for entry in range {
+                    let (_, v) = entry.map_err(|e| err("scan invoices")(e.into()))?;
+                    out.push(decode_invoice(v.value())?);
+                }
+                Ok(out)
+            })
+            .await?;
+        all.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    async fn finish_invoice(
+        &self,
+        user: UserId,
+        id: &str,
+        to: InvoiceStatus,
+        at_ms: i64,
+        received_msat: Option<u64>,
+    ) -> Result<Option<InvoiceRecord>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |wtx| {
+            let mut invoices = wtx
+                .open_table(INVOICES)
+                .map_err(|e| err("open invoices")(e.into()))?;
+            let current = invoices
+                .get((user.0, id.as_str()))
+                .map_err(|e| err("read invoice")(e.into()))?
+                .map(|g| decode_invoice(g.value()))
+                .transpose()?;
+            let Some(changed) = current.and_then(|r| finish(r, to, at_ms, received_msat)) else {
+                return Ok(None);
+            };
+            invoices
+                .insert((user.0, id.as_str()), encode_invoice(&changed).as_slice())
+                .map_err(|e| err("write invoice")(e.into()))?;
+            Ok(Some(changed))
         })
         .await
     }

@@ -1,0 +1,336 @@
+//! The device hub of till-server (issue 7) with till-engine's hub client: a real server process on
+//! loopback, devices connected over WebSocket, masters made by head writes carrying a lease
+//! header (as a master's replicator writes them). The master's node is a recording executor here;
+//! tests/tests/invoice_api.rs runs the same path with a real node on the devnet.
+
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use till_engine::{CommandExecutor, HubClient, HubCommand, HubConfig, HubError, HubStatus};
+use till_log::DeviceId;
+use till_tests::server::{StoreArg, TillServer, add_token, add_user, server_binary};
+use till_tests::shop::write_head;
+
+const STORE: &str = "shop";
+/// The VSS store id the devices back up to (derived from the wallet in real life).
+const VSS_STORE: &str = "vss-store-of-shop";
+const WAIT: Duration = Duration::from_secs(15);
+
+const A: DeviceId = DeviceId([0xa1; 16]);
+const B: DeviceId = DeviceId([0xb2; 16]);
+const C: DeviceId = DeviceId([0xc3; 16]);
+
+/// A master's node stand-in: records the commands it ran and answers them.
+#[derive(Default)]
+struct Recorder {
+    ran: Mutex<Vec<HubCommand>>,
+}
+
+impl CommandExecutor for Recorder {
+    fn execute(&self, command: &HubCommand) -> Result<Value, String> {
+        self.ran.lock().unwrap().push(command.clone());
+        match command {
+            HubCommand::Balances => Ok(json!({ "lightning_sats": 4242 })),
+            HubCommand::CreateInvoice { amount_sat, .. } => Ok(json!({
+                "bolt11": format!("lnbcrt{amount_sat}fake"),
+                "payment_hash": "ab".repeat(32),
+            })),
+            HubCommand::Pay { .. } => Err("no route to the payee".to_owned()),
+            _ => Ok(Value::Null),
+        }
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    server: TillServer,
+    token: String,
+    other_token: String,
+    cashier_token: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = server_binary();
+    let store = StoreArg::DataDir(dir.path().to_owned());
+    let token = add_user(&binary, &store, STORE);
+    let other_token = add_user(&binary, &store, "other");
+    let cashier_token = add_token(&binary, &store, STORE, "cashier");
+    let server = TillServer::start(
+        &binary,
+        store,
+        &[
+            "--heartbeat-secs",
+            "0.5",
+            "--command-timeout-secs",
+            "5",
+            "--node-address",
+            "02aa@127.0.0.1:9735",
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    Setup {
+        _dir: dir,
+        server,
+        token,
+        other_token,
+        cashier_token,
+        runtime,
+    }
+}
+
+impl Setup {
+    fn device(
+        &self,
+        token: &str,
+        store: &str,
+        device: DeviceId,
+        executor: Option<Arc<dyn CommandExecutor>>,
+    ) -> HubClient {
+        let _guard = self.runtime.enter();
+        let mut config = HubConfig::new(self.server.url(), token, store, device, executor);
+        config.max_backoff = Duration::from_millis(500);
+        config.command_timeout = Duration::from_secs(10);
+        HubClient::start(config)
+    }
+
+    fn make_master(&self, device: DeviceId, epoch: u64, held: bool) {
+        self.runtime.block_on(write_head(
+            &self.server.vss_url(),
+            &self.token,
+            VSS_STORE,
+            device,
+            epoch,
+            held,
+        ));
+    }
+
+    fn wait(&self, client: &HubClient, what: &str, done: impl FnMut(&HubStatus) -> bool) {
+        if let Err(last) = self.runtime.block_on(client.wait_for(WAIT, done)) {
+            panic!("timed out waiting for {what}; status: {last:?}");
+        }
+    }
+}
+
+fn master_is(device: DeviceId) -> impl FnMut(&HubStatus) -> bool {
+    move |s| s.master.as_ref().map(|m| m.device.clone()) == Some(device.to_string())
+}
+
+#[test]
+fn master_changes_are_pushed_to_every_device_of_the_store() {
+    let s = setup();
+    let a = s.device(&s.token, STORE, A, None);
+    let b = s.device(&s.token, STORE, B, None);
+    let elsewhere = s.device(&s.other_token, "other", C, None);
+    for client in [&a, &b, &elsewhere] {
+        s.wait(client, "the welcome", |st| st.connected);
+    }
+    assert_eq!(a.status().master, None, "no device holds the lease yet");
+    assert_eq!(
+        a.status().node_address.as_deref(),
+        Some("02aa@127.0.0.1:9735"),
+        "the server announces its Lightning node"
+    );
+
+    s.make_master(A, 1, true);
+    s.wait(&a, "A to learn it is master", master_is(A));
+    s.wait(&b, "B to learn A is master", master_is(A));
+
+    // A hands over: it releases, B acquires with the next epoch.
+    s.make_master(A, 1, false);
+    s.wait(&b, "B to learn the store has no master", |st| {
+        st.master.is_none()
+    });
+    s.make_master(B, 2, true);
+    s.wait(&a, "A to learn B is master", master_is(B));
+    s.wait(&b, "B to learn it is master", master_is(B));
+    assert_eq!(b.status().master.unwrap().epoch, 2);
+
+    // Another store's device hears nothing of it.
+    assert_eq!(elsewhere.status().master, None);
+}
+
+#[test]
+fn a_followers_command_is_executed_on_the_master() {
+    let s = setup();
+    let recorder = Arc::new(Recorder::default());
+    let master = s.device(&s.token, STORE, A, Some(recorder.clone()));
+    let follower = s.device(&s.token, STORE, B, None);
+    s.make_master(A, 1, true);
+    s.wait(&master, "A to be master", master_is(A));
+    s.wait(&follower, "B to see A as master", master_is(A));
+
+    let balances = s
+        .runtime
+        .block_on(follower.command(HubCommand::Balances))
+        .expect("the master answers");
+    assert_eq!(balances, json!({ "lightning_sats": 4242 }));
+    // The master's own error comes back to the follower, named as the master's.
+    let refused = s
+        .runtime
+        .block_on(follower.command(HubCommand::Pay {
+            bolt11: "lnbcrt1".into(),
+            amount_msat: None,
+        }))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        HubError::Refused("the master device refused: no route to the payee".into())
+    );
+    assert_eq!(recorder.ran.lock().unwrap().len(), 2);
+    assert_eq!(recorder.ran.lock().unwrap()[0], HubCommand::Balances);
+
+    // The store API goes the same way: an invoice created over HTTP is made by the master.
+    let created: Value = s.runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/stores/{STORE}/invoices", s.server.url()))
+            .bearer_auth(&s.token)
+            .json(&json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 600 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.unwrap()
+    });
+    assert_eq!(created["bolt11"], "lnbcrt1500fake");
+    assert_eq!(created["status"], "new");
+    assert_eq!(
+        recorder.ran.lock().unwrap()[2],
+        HubCommand::CreateInvoice {
+            amount_sat: 1500,
+            description: "tea".into(),
+            expiry_secs: 600
+        }
+    );
+}
+
+#[test]
+fn a_dropped_connection_resumes() {
+    let mut s = setup();
+    let recorder = Arc::new(Recorder::default());
+    let master = s.device(&s.token, STORE, A, Some(recorder.clone()));
+    let follower = s.device(&s.token, STORE, B, None);
+    s.make_master(A, 1, true);
+    s.wait(&follower, "B to see A as master", master_is(A));
+
+    // The server goes away (SIGKILL) and comes back on the same port and data directory.
+    s.server.restart();
+    for client in [&master, &follower] {
+        s.wait(client, "a second session", |st| {
+            st.connected && st.sessions >= 2
+        });
+    }
+    // The lease is durable, so the restarted server still knows the master.
+    s.wait(&follower, "B to see A as master again", master_is(A));
+    let answer = s
+        .runtime
+        .block_on(follower.command(HubCommand::Balances))
+        .expect("commands flow again after the reconnect");
+    assert_eq!(answer["lightning_sats"], 4242);
+
+    // A command made while disconnected goes out on the next connection and is answered.
+    s.server.kill();
+    s.wait(&follower, "B to notice the drop", |st| !st.connected);
+    let follower = Arc::new(follower);
+    let asked = s.runtime.spawn({
+        let follower = follower.clone();
+        async move { follower.command(HubCommand::Balances).await }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.server.restart();
+    let answer = s
+        .runtime
+        .block_on(asked)
+        .unwrap()
+        .expect("the command queued while offline is answered after the reconnect");
+    assert_eq!(answer["lightning_sats"], 4242);
+    assert!(follower.status().sessions >= 3);
+    assert_eq!(
+        recorder.ran.lock().unwrap().len(),
+        2,
+        "each command ran once"
+    );
+}
+
+#[test]
+fn a_command_with_no_master_online_fails_clearly() {
+    let s = setup();
+    let follower = s.device(&s.token, STORE, B, None);
+    s.wait(&follower, "the welcome", |st| st.connected);
+
+    let err = s
+        .runtime
+        .block_on(follower.command(HubCommand::Balances))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no master device is online for store \"shop\" (no device holds the store's lease; start the till on a device)"
+    );
+
+    // A holds the lease but is not connected.
+    s.make_master(A, 1, true);
+    s.wait(&follower, "B to see A as master", master_is(A));
+    let err = s
+        .runtime
+        .block_on(follower.command(HubCommand::Balances))
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "no master device is online for store \"shop\" (device {A} holds the lease but is not connected)"
+        )),
+        "{err}"
+    );
+
+    // The store API says the same, with 503.
+    let (status, body) = s.runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/stores/{STORE}/invoices", s.server.url()))
+            .bearer_auth(&s.token)
+            .json(&json!({ "amount_sat": 1000 }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    });
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no master device is online for store \"shop\""),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_device_with_another_users_token_is_refused() {
+    let s = setup();
+    // The token of store "other" presented for store "shop".
+    let intruder = s.device(&s.other_token, STORE, C, None);
+    s.wait(&intruder, "the refusal", |st| st.refused.is_some());
+    let refused = intruder.status().refused.unwrap();
+    assert_eq!(
+        refused,
+        "refused: this token does not belong to store \"shop\"; use a token of that store"
+    );
+    assert!(!intruder.status().connected);
+
+    // A token the server never issued, and a cashier token: refused before the upgrade.
+    let forged = s.device(&format!("till_{}", "0".repeat(96)), STORE, C, None);
+    s.wait(&forged, "the refusal", |st| st.refused.is_some());
+    let refused = forged.status().refused.unwrap();
+    assert!(refused.contains("401"), "{refused}");
+    assert!(refused.contains("invalid bearer token"), "{refused}");
+    assert!(
+        !refused.contains("till_0000"),
+        "errors never repeat a token: {refused}"
+    );
+
+    let till = s.device(&s.cashier_token, STORE, C, None);
+    s.wait(&till, "the refusal", |st| st.refused.is_some());
+    let refused = till.status().refused.unwrap();
+    assert!(refused.contains("403"), "{refused}");
+    assert!(refused.contains("cashier token"), "{refused}");
+}

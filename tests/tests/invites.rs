@@ -1,0 +1,124 @@
+//! Invitation links of till-server (issue 7): `till-server invite create` prints a single-use,
+//! expiring link alone on its last line; redeeming it pairs a device, which gets a working owner
+//! token, its store and the server's details; a second redeem and an expired link fail, each
+//! with a message that says so. A real server process on loopback, on redb.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use till_tests::server::{StoreArg, TillServer, run_command, server_binary};
+
+const PUBLIC_URL: &str = "https://till.example.test";
+
+/// Runs `invite create` and returns the link, checking it is alone on the last line.
+fn create_invite(binary: &Path, store: &StoreArg, name: &str, expires_in_secs: &str) -> String {
+    let stdout = run_command(
+        binary,
+        store,
+        &[
+            "invite",
+            "create",
+            "--store",
+            name,
+            "--public-url",
+            PUBLIC_URL,
+            "--expires-in-secs",
+            expires_in_secs,
+        ],
+    );
+    let last = stdout.lines().last().expect("invite create prints a link");
+    assert!(
+        last.starts_with(&format!("{PUBLIC_URL}/invite/")) && !last.contains(' '),
+        "the link is alone on the last line: {stdout:?}"
+    );
+    last.to_owned()
+}
+
+async fn redeem(server: &TillServer, code: &str, device: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/invites/redeem", server.url()))
+        .json(&json!({ "code": code, "device_id": device }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[test]
+fn an_invitation_redeems_once_and_not_after_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = server_binary();
+    let store = StoreArg::DataDir(dir.path().to_owned());
+    // The store "bakery" does not exist yet: invite create makes it.
+    let link = create_invite(&binary, &store, "bakery", "3600");
+    let short = create_invite(&binary, &store, "bakery", "1");
+    let code = link.rsplit('/').next().unwrap().to_owned();
+    let server = TillServer::start(&binary, store, &["--public-url", PUBLIC_URL]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let device = "d1".repeat(16);
+
+    runtime.block_on(async {
+        let (status, paired) = redeem(&server, &code, &device).await;
+        assert_eq!(status, 200, "{paired}");
+        assert_eq!(paired["store"], "bakery");
+        assert_eq!(paired["role"], "owner");
+        assert_eq!(paired["device_id"], device.as_str());
+        assert_eq!(paired["server_url"], PUBLIC_URL);
+        assert_eq!(paired["vss_url"], format!("{PUBLIC_URL}/vss"));
+        assert_eq!(paired["hub_url"], "wss://till.example.test/api/v1/hub");
+        let token = paired["token"].as_str().unwrap();
+
+        // The token works: the store API answers for the store (no invoices yet)...
+        let list = reqwest::Client::new()
+            .get(format!("{}/api/v1/stores/bakery/invoices", server.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status().as_u16(), 200);
+        assert_eq!(list.json::<Value>().await.unwrap(), json!([]));
+        // ...and so does the VSS store (an owner token).
+        let vss = till_vss::VssClient::new(
+            server.vss_url(),
+            till_vss::BearerToken::new(token).unwrap(),
+            till_vss::ClientConfig::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            vss.get_object("s", "k").await,
+            Err(till_vss::Error::NoSuchKey { .. })
+        ));
+
+        // Twice: refused, and the whole link is accepted as the code too.
+        let (status, body) = redeem(&server, &link, &"d2".repeat(16)).await;
+        assert_eq!(status, 410);
+        assert_eq!(
+            body["error"],
+            "this invitation was already used; invitations work once, ask the operator for a new one"
+        );
+
+        // Expired.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, body) = redeem(&server, &short, &device).await;
+        assert_eq!(status, 410);
+        assert_eq!(
+            body["error"],
+            "this invitation has expired; ask the operator for a new one"
+        );
+
+        // Unknown, and a malformed device id.
+        let (status, body) = redeem(&server, &"0".repeat(48), &device).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            body["error"],
+            "this invitation code is not known to this server; check the link"
+        );
+        let (status, body) = redeem(&server, &code, "phone").await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["error"],
+            "device_id must be 32 hex digits (the device's id)"
+        );
+    });
+}
