@@ -430,8 +430,6 @@ pub struct MonitorView {
     pub channel_value_sats: u64,
     /// The last monitor update folded into this copy.
     pub latest_update_id: u64,
-    /// The best block the monitor had seen when written.
-    pub best_block: BlockHash,
 }
 
 /// A channel monitor update (`monitor_updates/<monitor>/<update id>`).
@@ -598,8 +596,8 @@ pub fn describe(key: &Key, value: &[u8]) -> Option<String> {
             r.at_ms
         ),
         Record::Monitor(m) => format!(
-            "channel monitor: funding {}, {} sat, update {}, best block {}",
-            m.funding_txo, m.channel_value_sats, m.latest_update_id, m.best_block
+            "channel monitor: funding {}, {} sat, update {}",
+            m.funding_txo, m.channel_value_sats, m.latest_update_id
         ),
         Record::MonitorUpdate(u) => {
             format!("monitor update {} for {}", u.update_id, u.monitor)
@@ -848,7 +846,7 @@ fn skip(r: &mut &[u8], len: u64, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the start of a serialized `(BlockHash, ChannelMonitor)` (LDK 0.2.x
+/// Reads the start of a serialized `ChannelMonitor` (LDK 0.2.x
 /// `write_chanmon_internal`) up to the channel value. The layout is LDK's, pinned through
 /// ldk-node `=0.7.1`; a test against a real node's monitor checks it.
 fn decode_monitor(value: &[u8]) -> Result<MonitorView, String> {
@@ -856,7 +854,6 @@ fn decode_monitor(value: &[u8]) -> Result<MonitorView, String> {
         .strip_prefix(MONITOR_UPDATING_PERSISTER_PREPEND_SENTINEL)
         .unwrap_or(value);
     let r = &mut r;
-    let best_block: BlockHash = read(r, "best block")?;
     let _version: u8 = read(r, "version")?;
     let min_version: u8 = read(r, "minimum version")?;
     if min_version > 1 {
@@ -900,7 +897,6 @@ fn decode_monitor(value: &[u8]) -> Result<MonitorView, String> {
         },
         channel_value_sats,
         latest_update_id,
-        best_block,
     })
 }
 

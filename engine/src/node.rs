@@ -221,10 +221,19 @@ impl Node {
         writer.device = device;
         log.set_writer(writer);
 
-        let mut builder = Builder::from_config(Config {
+        let mut ldk_config = Config {
             network: config.network,
             ..Config::default()
-        });
+        };
+        if let (Some(lsp), Some(anchors)) =
+            (&config.lsp, ldk_config.anchor_channels_config.as_mut())
+        {
+            // The LSP opens the merchant's channels just in time, and a fresh till has no
+            // on-chain funds for the per-channel anchor reserve ldk-node otherwise demands
+            // before it accepts an anchor channel. The LSP is trusted for zero-conf already.
+            anchors.trusted_peers_no_reserve.push(lsp.node_id);
+        }
+        let mut builder = Builder::from_config(ldk_config);
         let storage = config
             .storage_dir
             .to_str()
