@@ -495,6 +495,26 @@ fn graceful_handoff_there_and_back() {
     assert!(matches!(a.till.node(), Err(Error::NotMaster)));
     let lease = a.till.lease().unwrap().unwrap();
     assert!(!lease.held, "the lease is released after a handoff");
+    // Another mnemonic, pointed at this backup's store, is refused at the first object.
+    let store_id = till_engine::remote(&keys, &backup_config(&env))
+        .unwrap()
+        .store_id()
+        .to_owned();
+    let wrong = Keys::generate();
+    let wrong_dir = tempfile::tempdir().unwrap();
+    let mut config = till_config(&env, &wrong_dir.path().join("ldk"), &free_address());
+    config.backup.store_id = Some(store_id);
+    match Till::restore(
+        wrong_dir.path().join("till.redb"),
+        wrong.clone(),
+        config,
+        |_| {},
+    ) {
+        Err(e @ Error::WrongKey) => {
+            assert_eq!(e.to_string(), "this mnemonic does not open this backup");
+        }
+        other => panic!("expected WrongKey, got {other:?}"),
+    }
     let mut b = Device::restore(&env, keys.clone(), |c| c);
     b.acquire().expect("B acquires the released lease");
     assert_eq!(
@@ -682,32 +702,27 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
         .create_invoice(SALE_SATS * 1000, "coffee", 600)
         .unwrap();
 
+    let merchant_id = node.info().node_id;
     env.server.kill();
     customer
         .bolt11_payment()
         .send(&invoice.invoice, None)
         .expect("the customer sends");
+    // Only the till's own state and the payment stores are read while the server is down:
+    // LDK holds the channel's lock while its monitor write waits, so channel and balance
+    // queries wait with it.
     wait_until("the till to report the backup unreachable", || {
         matches!(
             merchant.till.backup_state(),
             BackupState::Unreachable { .. }
         )
     });
-    assert!(matches!(
-        node.info().backup,
-        BackupState::Unreachable { .. }
-    ));
     std::thread::sleep(Duration::from_secs(3));
     let pending = node.payment(&invoice.payment_id).map(|p| p.status);
     assert_ne!(
         pending,
         Some(PaymentStatus::Succeeded),
         "the payment completed while its channel state could not be backed up"
-    );
-    assert_eq!(
-        merchant.lightning_sats(),
-        before,
-        "nothing settled unbacked"
     );
     assert!(
         customer
@@ -716,6 +731,10 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
             != Some(PaymentStatus::Succeeded),
         "the customer saw the payment complete while the backup was down"
     );
+    assert!(matches!(
+        merchant.till.backup_state(),
+        BackupState::Unreachable { .. }
+    ));
 
     env.server.restart();
     // The customer may have dropped the stalled connection meanwhile; it reconnects.
@@ -727,9 +746,9 @@ fn payments_pause_while_the_server_is_down_and_finish_when_it_returns() {
         if !customer
             .list_peers()
             .iter()
-            .any(|p| p.node_id == node.info().node_id && p.is_connected)
+            .any(|p| p.node_id == merchant_id && p.is_connected)
         {
-            let _ = customer.connect(node.info().node_id, merchant.listen.clone(), false);
+            let _ = customer.connect(merchant_id, merchant.listen.clone(), false);
         }
         assert!(
             Instant::now() < deadline,
