@@ -143,7 +143,6 @@ impl Browser {
         let target = exe.ancestors().nth(3).unwrap().to_path_buf();
         let path = target.join(name);
         std::fs::write(&path, bytes).unwrap();
-        println!("screenshot: {}", path.display());
         eprintln!("screenshot: {}", path.display());
         path
     }
