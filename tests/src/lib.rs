@@ -4,6 +4,7 @@
 //! nodes, funding from the faucet, waiting for events with timeouts, opening channels, paying,
 //! and reading the fees the nodes paid from the chain itself.
 
+pub mod counting_proxy;
 pub mod ldk;
 pub mod postgres;
 pub mod proxy;

@@ -45,7 +45,7 @@ fn objects_on_server(server: &TillServer, token: &str) -> usize {
         .build()
         .unwrap();
     let client = VssClient::new(
-        &server.vss_url(),
+        server.vss_url(),
         BearerToken::new(token).unwrap(),
         ClientConfig::default(),
     )
