@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod cmd;
 mod config;
+mod demo;
 mod output;
 
 pub use config::Config;
@@ -53,6 +54,9 @@ enum Command {
     Diff(cmd::diff::DiffArgs),
     /// This device's log: last seq, what is shipped, the backup lag.
     Status,
+    /// Everything on this machine: a devnet, a server, a till on three
+    /// devices, payments, a handoff, a restore and a refused fork.
+    Demo(demo::DemoArgs),
     /// Audit exports for developers and accountants.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -96,6 +100,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Diff(a) => cmd::diff::run(&config, &out, a),
         Command::Status => cmd::status::run(&config, &out),
         Command::Audit(c) => cmd::audit::run(&config, c),
+        Command::Demo(a) => demo::run(&out, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
