@@ -23,7 +23,7 @@ use till_devnet::Devnet;
 
 /// How long any single wait (an event, a transaction reaching the mempool, balances settling)
 /// may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(120);
 
 /// Confirmations ldk-node needs before a channel is ready.
 pub const CHANNEL_READY_CONFIRMATIONS: u32 = 6;

@@ -111,14 +111,32 @@ pub enum RestoreError {
     LocalWrite(#[from] till_log::StorageError),
 }
 
+/// Reads the head and the listing as one consistent view and plans. A master
+/// may write while a device restores: the head and the listing are read
+/// head, listing, head, and read again if the head moved in between, so a
+/// live master is never mistaken for a rolled-back head.
 async fn head_and_plan(remote: &Remote, target: Target) -> Result<(Manifest, Plan), RestoreError> {
-    let (manifest, _version) = remote
-        .head()
-        .await?
-        .ok_or_else(|| RestoreError::NoBackup(remote.store_id().to_string()))?;
-    let listing = remote.listing().await?;
-    let plan = plan(&manifest, &listing, |n| remote.name(n), target)?;
-    Ok((manifest, plan))
+    const ATTEMPTS: usize = 10;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (manifest, version) = remote
+            .head()
+            .await?
+            .ok_or_else(|| RestoreError::NoBackup(remote.store_id().to_string()))?;
+        let listing = remote.listing().await?;
+        let (again, version_again) = remote
+            .head()
+            .await?
+            .ok_or_else(|| RestoreError::NoBackup(remote.store_id().to_string()))?;
+        if (again.writes, version_again) != (manifest.writes, version) && attempt < ATTEMPTS {
+            // The master wrote meanwhile; the listing may be newer than the head.
+            tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+            continue;
+        }
+        let plan = plan(&manifest, &listing, |n| remote.name(n), target)?;
+        return Ok((manifest, plan));
+    }
 }
 
 /// Fetches the plan's segments in parallel windows and hands them to `apply`
