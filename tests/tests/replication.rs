@@ -567,3 +567,43 @@ async fn retention_deletes_old_history_only_when_asked() {
         .unwrap();
     assert_eq!(state, b.log.replay(5).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_while_the_master_keeps_writing() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("warm", 30);
+    durable(&a, seq).await;
+    // A writer keeps the master shipping while other devices restore.
+    let log = a.log.clone();
+    let handle = a.replicator().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            log.put(
+                till_log::Key::new("busy", "", format!("k{}", i % 13)),
+                vec![1; 64],
+            )
+            .unwrap();
+            handle.notify();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    for _ in 0..5 {
+        let c = restore_fresh(&s, secret)
+            .await
+            .unwrap_or_else(|e| panic!("restore during writes: {e}"));
+        // What was restored is a prefix of the master's log.
+        let head = c.log.head().unwrap();
+        assert_eq!(a.log.event(head.seq).unwrap().unwrap().hash(), head.hash);
+        c.log.verify().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+}
