@@ -405,27 +405,9 @@ impl Log {
                         epoch: writer.epoch,
                         prev_hash: head.hash,
                     };
-                    let record = event.encode();
-                    let entry = Entry {
-                        version,
-                        seq: event.seq,
-                        value: match &w.op {
-                            Op::Put(v) => Some(v.clone()),
-                            Op::Delete => None,
-                        },
-                    };
-                    events
-                        .insert(event.seq, record.as_slice())
-                        .map_err(StorageError::from)?;
-                    state
-                        .insert(tuple, entry.encode().as_slice())
-                        .map_err(StorageError::from)?;
-                    history
-                        .insert((tuple.0, tuple.1, tuple.2, version), event.seq)
-                        .map_err(StorageError::from)?;
                     head = Head {
                         seq: event.seq,
-                        hash: Hash::of_record(&record),
+                        hash: store_event(&mut events, &mut state, &mut history, &event)?,
                         at_ms,
                     };
                     results.push(Some(Appended {
@@ -482,27 +464,9 @@ impl Log {
                     current.map(|e| (e.version, e.is_live())),
                     event,
                 )?;
-                let record = event.encode();
-                let entry = Entry {
-                    version: event.version,
-                    seq: event.seq,
-                    value: match &event.op {
-                        Op::Put(v) => Some(v.clone()),
-                        Op::Delete => None,
-                    },
-                };
-                events
-                    .insert(event.seq, record.as_slice())
-                    .map_err(StorageError::from)?;
-                state
-                    .insert(tuple, entry.encode().as_slice())
-                    .map_err(StorageError::from)?;
-                history
-                    .insert((tuple.0, tuple.1, tuple.2, event.version), event.seq)
-                    .map_err(StorageError::from)?;
                 h = Head {
                     seq: event.seq,
-                    hash: Hash::of_record(&record),
+                    hash: store_event(&mut events, &mut state, &mut history, event)?,
                     at_ms: event.at_ms,
                 };
             }
@@ -942,6 +906,37 @@ impl Log {
             keys: folded.len() as u64,
         })
     }
+}
+
+type HistoryKey = (&'static str, &'static str, &'static str, u64);
+
+/// Writes one event, its state entry and its history entry (the three tables
+/// an event touches, in the caller's transaction); returns its record's hash.
+fn store_event(
+    events: &mut redb::Table<'_, u64, &'static [u8]>,
+    state: &mut redb::Table<'_, KeyTuple<'static>, &'static [u8]>,
+    history: &mut redb::Table<'_, HistoryKey, u64>,
+    event: &Event,
+) -> Result<Hash, StorageError> {
+    let k = &event.key;
+    let tuple = (
+        k.namespace.as_str(),
+        k.sub_namespace.as_str(),
+        k.key.as_str(),
+    );
+    let record = event.encode();
+    let entry = Entry {
+        version: event.version,
+        seq: event.seq,
+        value: match &event.op {
+            Op::Put(v) => Some(v.clone()),
+            Op::Delete => None,
+        },
+    };
+    events.insert(event.seq, record.as_slice())?;
+    state.insert(tuple, entry.encode().as_slice())?;
+    history.insert((tuple.0, tuple.1, tuple.2, event.version), event.seq)?;
+    Ok(Hash::of_record(&record))
 }
 
 fn decode_at(seq: u64, record: &[u8]) -> Result<Event, ReadError> {

@@ -31,7 +31,7 @@ use till_tests::ldk::{
     CHANNEL_READY_CONFIRMATIONS, TestChain, TestNode, free_address, fund_node, node_builder,
     start_node, wait_event, wait_until,
 };
-use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_tests::server::{StoreArg, TillServer, add_user, release_server};
 use till_vss::replica::{Replica, Replicator, ReplicatorConfig, ReplicatorHandle};
 
 const CAPACITY_SATS: u64 = 2_000_000;
@@ -329,34 +329,6 @@ fn run(
         wire_up_per_payment: wire,
         values_up_per_payment: values,
     }
-}
-
-/// The server built in release mode, as an operator runs it; `TILL_SERVER_BIN` overrides.
-fn release_server() -> std::path::PathBuf {
-    if std::env::var_os("TILL_SERVER_BIN").is_some() {
-        return server_binary();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "till-server",
-                "--bin",
-                "till-server",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .unwrap();
-    assert!(
-        status.success(),
-        "cargo build --release -p till-server failed"
-    );
-    target.join("release").join("till-server")
 }
 
 fn env_count(name: &str, default: usize) -> usize {

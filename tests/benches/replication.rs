@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use till_log::{DeviceId, Durability, Key, Log, LogOptions, Write};
 use till_tests::replication::client;
-use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_tests::server::{StoreArg, TillServer, add_user, release_server};
 use till_vss::replica::{
     BackupKeys, Remote, Replica, Replicator, ReplicatorConfig, ReplicatorHandle, restore,
 };
@@ -103,35 +103,6 @@ async fn restore_time(url: &str, token: &str, secret: [u8; 32]) -> (f64, u64) {
     let start = Instant::now();
     let report = restore(&remote, &log, |_| {}).await.unwrap();
     (start.elapsed().as_secs_f64(), report.seq)
-}
-
-/// The server built in release mode, as an operator runs it (the test helper
-/// builds a debug binary); `TILL_SERVER_BIN` overrides.
-fn release_server() -> std::path::PathBuf {
-    if std::env::var_os("TILL_SERVER_BIN").is_some() {
-        return server_binary();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "till-server",
-                "--bin",
-                "till-server",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .unwrap();
-    assert!(
-        status.success(),
-        "cargo build --release -p till-server failed"
-    );
-    target.join("release").join("till-server")
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -59,6 +59,40 @@ pub fn server_binary() -> PathBuf {
     .clone()
 }
 
+/// The server built in release mode, as an operator runs it, for benchmarks
+/// (the tests use [`server_binary`]'s debug build); `TILL_SERVER_BIN` overrides.
+pub fn release_server() -> PathBuf {
+    if std::env::var_os("TILL_SERVER_BIN").is_some() {
+        return server_binary();
+    }
+    let exe = std::env::current_exe().expect("the benchmark's path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the benchmark lives in <target>/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "till-server",
+            "--bin",
+            "till-server",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .status()
+        .expect("running cargo build --release -p till-server");
+    assert!(
+        status.success(),
+        "cargo build --release -p till-server failed"
+    );
+    target.join("release").join("till-server")
+}
+
 /// Runs `till-server user add NAME` and returns the printed token.
 pub fn add_user(binary: &Path, store: &StoreArg, name: &str) -> String {
     let output = Command::new(binary)
