@@ -868,15 +868,18 @@ impl ChildMaster {
     }
 }
 
-// Known failing, so not run by default: after B is SIGKILLed with a payment
-// in flight and C restores and takes over, the customer's channel to C does
-// not become usable within 120 s (seen in CI and locally; it passed once
-// during development). The restore, takeover and lease parts work (they are
-// also covered by `a_second_master_is_refused_and_a_takeover_fences_the_first`
-// and the replication tests); the channel re-establishment after a kill is
-// what is unproven. Run it with `--ignored` while investigating.
+// Known failing, so not run by default. Cause, confirmed from the restored
+// node's ldk-node log: "A ChannelManager is stale compared to the current
+// ChannelMonitor! ... The ChannelMonitor ... is at update_id 39 but the
+// ChannelManager is at update_id 38", so LDK force-closes the channel.
+// ldk-node writes the ChannelManager lazily (background processor), so a
+// SIGKILL between a monitor update and the next manager write leaves the
+// backup's manager behind its monitors. The fix belongs in the engine:
+// persist monitor updates asynchronously (InProgress) so the manager records
+// them as in flight and replays them on load, or ship each monitor update
+// only together with a manager that knows it. Run with `--ignored`.
 #[test]
-#[ignore = "known failing: channel not usable after restoring a SIGKILLed master; under investigation"]
+#[ignore = "known failing: the backed-up ChannelManager can be older than its monitors after a SIGKILL; LDK force-closes"]
 fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     const STREAM: usize = 8;
     let started = Instant::now();
