@@ -28,33 +28,9 @@ impl StoreArg {
 /// `cargo build -p till-server` (so a test never runs a stale server) in the same target directory.
 pub fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("TILL_SERVER_BIN") {
-            return PathBuf::from(bin);
-        }
-        // The test executable is <target>/<profile>/deps/<name>; the server lands in <target>/debug.
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("the test executable lives in <target>/<profile>/deps")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "till-server",
-                "--bin",
-                "till-server",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .stdin(Stdio::null())
-            .status()
-            .expect("running cargo build -p till-server");
-        assert!(status.success(), "cargo build -p till-server failed");
-        target.join("debug").join("till-server")
+    BIN.get_or_init(|| match std::env::var_os("TILL_SERVER_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_server(false),
     })
     .clone()
 }
@@ -65,32 +41,36 @@ pub fn release_server() -> PathBuf {
     if std::env::var_os("TILL_SERVER_BIN").is_some() {
         return server_binary();
     }
-    let exe = std::env::current_exe().expect("the benchmark's path");
+    build_server(true)
+}
+
+/// Builds `till-server` (debug or release) in this executable's target
+/// directory and returns the binary's path.
+fn build_server(release: bool) -> PathBuf {
+    // The executable is <target>/<profile>/deps/<name>.
+    let exe = std::env::current_exe().expect("the executable's path");
     let target = exe
         .ancestors()
         .nth(3)
-        .expect("the benchmark lives in <target>/<profile>/deps")
+        .expect("the executable lives in <target>/<profile>/deps")
         .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
+    args.extend(["-p", "till-server", "--bin", "till-server"]);
+    let command = format!("cargo {}", args.join(" "));
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "till-server",
-            "--bin",
-            "till-server",
-        ])
+        .args(&args)
         .env("CARGO_TARGET_DIR", &target)
         .stdin(Stdio::null())
         .status()
-        .expect("running cargo build --release -p till-server");
-    assert!(
-        status.success(),
-        "cargo build --release -p till-server failed"
-    );
-    target.join("release").join("till-server")
+        .unwrap_or_else(|e| panic!("running {command}: {e}"));
+    assert!(status.success(), "{command} failed");
+    target
+        .join(if release { "release" } else { "debug" })
+        .join("till-server")
 }
 
 /// Runs `till-server user add NAME` and returns the printed token.
