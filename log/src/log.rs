@@ -380,11 +380,7 @@ impl Log {
                 let mut results = Vec::with_capacity(writes.len());
                 for w in writes {
                     let k = &w.key;
-                    let tuple = (
-                        k.namespace.as_str(),
-                        k.sub_namespace.as_str(),
-                        k.key.as_str(),
-                    );
+                    let tuple = key_tuple(k);
                     let current = match state.get(tuple).map_err(StorageError::from)? {
                         Some(v) => Some(Entry::decode(v.value()).map_err(AppendError::Corrupt)?),
                         None => None,
@@ -448,11 +444,7 @@ impl Log {
             }
             for event in incoming {
                 let k = &event.key;
-                let tuple = (
-                    k.namespace.as_str(),
-                    k.sub_namespace.as_str(),
-                    k.key.as_str(),
-                );
+                let tuple = key_tuple(k);
                 let current = match state.get(tuple).map_err(StorageError::from)? {
                     Some(v) => Some(Entry::decode(v.value()).map_err(ApplyError::Corrupt)?),
                     None => None,
@@ -501,11 +493,7 @@ impl Log {
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
             let mut base = txn.open_table(BASE).map_err(StorageError::from)?;
             for (k, entry) in snapshot.entries() {
-                let tuple = (
-                    k.namespace.as_str(),
-                    k.sub_namespace.as_str(),
-                    k.key.as_str(),
-                );
+                let tuple = key_tuple(k);
                 let bytes = entry.encode();
                 state
                     .insert(tuple, bytes.as_slice())
@@ -576,11 +564,7 @@ impl Log {
     pub fn entry(&self, key: &Key) -> Result<Option<Entry>, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let state = txn.open_table(STATE).map_err(StorageError::from)?;
-        let tuple = (
-            key.namespace.as_str(),
-            key.sub_namespace.as_str(),
-            key.key.as_str(),
-        );
+        let tuple = key_tuple(key);
         match state.get(tuple).map_err(StorageError::from)? {
             Some(v) => Ok(Some(
                 Entry::decode(v.value()).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?,
@@ -622,11 +606,7 @@ impl Log {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let history = txn.open_table(HISTORY).map_err(StorageError::from)?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
-        let (ns, sub, k) = (
-            key.namespace.as_str(),
-            key.sub_namespace.as_str(),
-            key.key.as_str(),
-        );
+        let (ns, sub, k) = key_tuple(key);
         let mut out = Vec::new();
         for item in history
             .range((ns, sub, k, 0)..=(ns, sub, k, u64::MAX))
@@ -910,6 +890,15 @@ impl Log {
 
 type HistoryKey = (&'static str, &'static str, &'static str, u64);
 
+/// A key as the `state`, `base` and `history` tables order it.
+fn key_tuple(key: &Key) -> KeyTuple<'_> {
+    (
+        key.namespace.as_str(),
+        key.sub_namespace.as_str(),
+        key.key.as_str(),
+    )
+}
+
 /// Writes one event, its state entry and its history entry (the three tables
 /// an event touches, in the caller's transaction); returns its record's hash.
 fn store_event(
@@ -919,11 +908,7 @@ fn store_event(
     event: &Event,
 ) -> Result<Hash, StorageError> {
     let k = &event.key;
-    let tuple = (
-        k.namespace.as_str(),
-        k.sub_namespace.as_str(),
-        k.key.as_str(),
-    );
+    let tuple = key_tuple(k);
     let record = event.encode();
     let entry = Entry {
         version: event.version,
