@@ -7,14 +7,12 @@ use till_log::{ApplyError, DeviceId, Event, Hash, Log, ReadError, Writer};
 
 use super::head::{LeaseHeader, LeaseState, Manifest};
 use super::remote::{Remote, RemoteError};
+use super::restore::fetch_in_order;
 use crate::Error as VssError;
 
 /// Local record holding the next segment ordinal this device has not applied
 /// or shipped (u64 LE).
 pub(crate) const NEXT_SEGMENT: &str = "till-vss.next_segment";
-
-/// How many segments a pull fetches at once.
-const FETCH_WINDOW: usize = 8;
 
 /// Why a replica operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -238,29 +236,19 @@ impl Replica {
             report.from_snapshot = true;
         }
         let mut seq = self.log.head()?.seq;
-        let remote = self.remote.clone();
-        let mut ordinal = next;
-        while ordinal < m.segments {
-            let end = (ordinal + FETCH_WINDOW as u64).min(m.segments);
-            let fetches: Vec<_> = (ordinal..end)
-                .map(|o| {
-                    let remote = remote.clone();
-                    tokio::spawn(async move { remote.segment(o).await })
-                })
-                .collect();
-            for (o, fetch) in (ordinal..end).zip(fetches) {
-                let events = fetch.await.expect("segment fetch task panicked")?;
-                let fresh: Vec<Event> = events.into_iter().filter(|e| e.seq > seq).collect();
-                if let Some(last) = fresh.last() {
-                    seq = last.seq;
-                    report.events += fresh.len() as u64;
-                    self.log.apply(&fresh)?;
-                }
-                report.segments += 1;
-                self.set_next_segment(o + 1)?;
+        let ordinals: Vec<u64> = (next..m.segments).collect();
+        fetch_in_order(&self.remote, &ordinals, |o, events| {
+            let fresh: Vec<Event> = events.into_iter().filter(|e| e.seq > seq).collect();
+            if let Some(last) = fresh.last() {
+                seq = last.seq;
+                report.events += fresh.len() as u64;
+                self.log.apply(&fresh)?;
             }
-            ordinal = end;
-        }
+            report.segments += 1;
+            self.set_next_segment(o + 1)?;
+            Ok::<_, ReplicaError>(true)
+        })
+        .await?;
         self.check_same_at(m.last_seq, m.last_hash)?;
         report.seq = self.log.head()?.seq;
         Ok(report)

@@ -141,11 +141,11 @@ async fn head_and_plan(remote: &Remote, target: Target) -> Result<(Manifest, Pla
 
 /// Fetches the plan's segments in parallel windows and hands them to `apply`
 /// in order, stopping when `apply` says it has enough.
-async fn fetch_in_order(
+pub(crate) async fn fetch_in_order<E: From<RemoteError>>(
     remote: &Remote,
     ordinals: &[u64],
-    mut apply: impl FnMut(u64, Vec<Event>) -> Result<bool, RestoreError>,
-) -> Result<(), RestoreError> {
+    mut apply: impl FnMut(u64, Vec<Event>) -> Result<bool, E>,
+) -> Result<(), E> {
     for window in ordinals.chunks(FETCH_WINDOW) {
         let fetches: Vec<_> = window
             .iter()
@@ -271,7 +271,7 @@ pub async fn restore_state(
     };
     let (mut done, total) = (0u64, plan.segments.len() as u64);
     if !already_done {
-        fetch_in_order(remote, &plan.segments, |ordinal, batch| {
+        fetch_in_order::<RestoreError>(remote, &plan.segments, |ordinal, batch| {
             let from = state.seq();
             for e in batch.iter().filter(|e| e.seq > from) {
                 if stop_after(e) {
