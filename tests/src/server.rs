@@ -103,6 +103,8 @@ pub struct TillServer {
     extra: Vec<String>,
     child: Option<Child>,
     addr: String,
+    /// Where the server's stderr goes (appended), if not inherited.
+    stderr: Option<PathBuf>,
 }
 
 impl TillServer {
@@ -114,19 +116,45 @@ impl TillServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             addr: "127.0.0.1:0".into(),
+            stderr: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Like [`TillServer::start`], with the server's stderr (its log) appended to `log` instead of
+    /// the test's, so a test can read what the server logged.
+    pub fn start_logged(binary: &Path, store: StoreArg, extra: &[&str], log: &Path) -> TillServer {
+        let mut server = TillServer {
+            binary: binary.to_owned(),
+            store,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            stderr: Some(log.to_owned()),
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        let stderr = match &self.stderr {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("opening the server's log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(&self.binary)
             .args(["serve", "--listen", &self.addr])
             .args(self.store.args())
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning till-server serve");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -239,5 +267,17 @@ impl TillServer {
     /// `http://host:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
