@@ -74,9 +74,14 @@ impl JsonError {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         JsonError::new(StatusCode::BAD_REQUEST, message)
     }
-    /// The detail goes to the server's log once; the client gets no internals.
+    /// The detail goes to the server's log once; the client gets the cause, no internals.
     pub(crate) fn internal(e: StoreError) -> Self {
-        JsonError::internal_text(&e.to_string())
+        eprintln!("till-server: {e}");
+        let (status, message) = e.for_client();
+        JsonError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message,
+        )
     }
     pub(crate) fn internal_text(detail: &str) -> Self {
         eprintln!("till-server: {detail}");
@@ -171,13 +176,17 @@ impl ApiError {
     fn auth(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::AuthException, message)
     }
-    /// The detail goes to the server's log once; the client gets no internals.
+    /// The detail goes to the server's log once; the client gets the cause (a full disk, an
+    /// unreachable database: 503), no internals. The code stays INTERNAL_SERVER, which clients
+    /// retry.
     fn internal(e: StoreError) -> Self {
         eprintln!("till-server: store error: {e}");
-        ApiError::new(
-            ErrorCode::InternalServerException,
-            "the server's store failed; retry later",
-        )
+        let (status, message) = e.for_client();
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: ErrorCode::InternalServerException,
+            message: message.to_owned(),
+        }
     }
 }
 

@@ -279,6 +279,21 @@ pub(crate) enum PutError {
 pub struct StoreError {
     context: &'static str,
     detail: String,
+    cause: Cause,
+}
+
+/// What kind of failure a [`StoreError`] is, so that a client is told the cause (a full disk, an
+/// unreachable database) without the internals, which go to the server's log only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// Anything else: a bug, a corrupt record.
+    Other,
+    /// The disk (or the database's disk) is full.
+    Full,
+    /// The disk failed to read or write.
+    Io,
+    /// The database cannot be reached (down, restarting, connection lost).
+    Unavailable,
 }
 
 impl StoreError {
@@ -286,6 +301,34 @@ impl StoreError {
         StoreError {
             context,
             detail: detail.to_string(),
+            cause: Cause::Other,
+        }
+    }
+
+    /// The same error, of this cause.
+    pub(crate) fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = cause;
+        self
+    }
+
+    pub(crate) fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// What a client is told: the HTTP status (503 for what goes away by itself) and a message
+    /// that names the cause and nothing else.
+    pub(crate) fn for_client(&self) -> (u16, &'static str) {
+        match self.cause {
+            Cause::Full => (
+                503,
+                "the server's disk is full, so nothing was written; retry later",
+            ),
+            Cause::Unavailable => (
+                503,
+                "the server's database is unreachable (down or restarting); retry later",
+            ),
+            Cause::Io => (500, "the server's disk failed (an I/O error); retry later"),
+            Cause::Other => (500, "the server's store failed; retry later"),
         }
     }
 }

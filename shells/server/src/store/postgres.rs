@@ -3,7 +3,7 @@
 //! `docs/FORMAT.md` ("till-server store").
 
 use super::{
-    Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, LeaseWrite,
+    Cause, Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, LeaseWrite,
     Listed, Object, PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken,
     UserId, check_lease, decode_invoice, encode_invoice, finish, lease_from_fields, state_code,
 };
@@ -88,7 +88,33 @@ pub(crate) struct PostgresStorage {
 }
 
 fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::new(context, describe(&e))
+    move |e| StoreError::new(context, describe(&e)).with_cause(cause_of(&e))
+}
+
+/// Whether a database error means the database is out of reach (down, restarting, the connection
+/// lost) or its disk is full, so the client can be told so.
+fn cause_of(e: &tokio_postgres::Error) -> Cause {
+    match e.as_db_error() {
+        // Class 08: connection exception; 57P01-57P03: shutting down, crashed, starting up.
+        Some(d) => match d.code().code() {
+            c if c.starts_with("08") || c.starts_with("57P") => Cause::Unavailable,
+            "53100" => Cause::Full,
+            _ => Cause::Other,
+        },
+        None => {
+            let text = e.to_string();
+            if e.is_closed()
+                || text.starts_with("error connecting")
+                || text.starts_with("error communicating")
+                || text.starts_with("connection closed")
+                || text.starts_with("unexpected EOF")
+            {
+                Cause::Unavailable
+            } else {
+                Cause::Other
+            }
+        }
+    }
 }
 
 /// A database error with its detail (tokio-postgres' Display alone says only "db error").
@@ -100,7 +126,12 @@ fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::new("could not get a PostgreSQL connection", e)
+    let cause = match &e {
+        deadpool_postgres::PoolError::Backend(e) => cause_of(e),
+        deadpool_postgres::PoolError::Timeout(_) => Cause::Unavailable,
+        _ => Cause::Other,
+    };
+    StoreError::new("could not get a PostgreSQL connection", e).with_cause(cause)
 }
 
 impl PostgresStorage {

@@ -6,15 +6,16 @@
 //! `docs/FORMAT.md` ("till-server store").
 
 use super::{
-    Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, Listed, Object,
-    PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken, UserId,
+    Cause, Conflict, CreateUserError, Credential, Invite, InvoiceRecord, InvoiceStatus, Listed,
+    Object, PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken, UserId,
     check_lease, decode_invoice, encode_invoice, finish, lease_from_fields, state_code,
 };
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use till_vss::replica::LeaseHeader;
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,12 +61,196 @@ enum Job {
 }
 
 pub(crate) struct RedbStorage {
-    db: Arc<Database>,
+    db: Arc<Db>,
     writer: mpsc::Sender<Job>,
 }
 
 fn err(context: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
-    move |e| StoreError::new(context, e)
+    move |e| {
+        let cause = match &e {
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Cause::Full,
+            redb::Error::Io(_) | redb::Error::PreviousIo => Cause::Io,
+            _ => Cause::Other,
+        };
+        StoreError::new(context, e).with_cause(cause)
+    }
+}
+
+/// How often a closed store is opened again at most, while that keeps failing.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a failed store waits for the transactions still using it before closing.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The open redb database, opened again after an I/O failure.
+///
+/// redb latches the first failed write (a full disk, say): every later transaction of that
+/// `Database` fails with "Previous I/O error occurred. Please close and re-open the database". So
+/// after an I/O failure the database is closed, once the transactions still using it are done,
+/// and the file is opened again (redb repairs it back to its last durable commit, which holds
+/// every put that was answered). Until it is open again, requests fail at once, naming the cause;
+/// a full disk heals without a restart once space is freed.
+struct Db {
+    /// The file, opened again after a failure (an in-memory store has none and stays closed).
+    path: PathBuf,
+    state: Mutex<DbState>,
+}
+
+struct DbState {
+    /// The open database and its generation; `None` while closed after a failure.
+    open: Option<(Arc<Database>, u64)>,
+    generation: u64,
+    /// The cause of the failure that closed it.
+    cause: Cause,
+    /// Another thread is opening it again.
+    reopening: bool,
+    /// When opening it again was last tried.
+    tried: Option<Instant>,
+}
+
+/// An error that may carry a store failure, whose cause decides whether the database is closed.
+trait Failure {
+    fn store_cause(&self) -> Option<Cause>;
+}
+
+impl Failure for StoreError {
+    fn store_cause(&self) -> Option<Cause> {
+        Some(self.cause())
+    }
+}
+
+impl Failure for CreateUserError {
+    fn store_cause(&self) -> Option<Cause> {
+        match self {
+            CreateUserError::Store(e) => Some(e.cause()),
+            _ => None,
+        }
+    }
+}
+
+impl Failure for RedeemError {
+    fn store_cause(&self) -> Option<Cause> {
+        match self {
+            RedeemError::Store(e) => Some(e.cause()),
+            _ => None,
+        }
+    }
+}
+
+impl Db {
+    fn new(db: Database, path: PathBuf) -> Db {
+        Db {
+            path,
+            state: Mutex::new(DbState {
+                open: Some((Arc::new(db), 0)),
+                generation: 0,
+                cause: Cause::Other,
+                reopening: false,
+                tried: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DbState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the database (opening it again first if a failure closed it). If `f` fails
+    /// with an I/O error, the database is closed, to be opened again by the next caller.
+    fn run<T, E: From<StoreError> + Failure>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let (db, generation) = self.get()?;
+        let result = f(&db);
+        drop(db);
+        if let Err(e) = &result
+            && let Some(cause @ (Cause::Io | Cause::Full)) = e.store_cause()
+        {
+            self.close(generation, cause);
+        }
+        result
+    }
+
+    /// The open database, opened again first if a failure closed it.
+    fn get(&self) -> Result<(Arc<Database>, u64), StoreError> {
+        let mut state = self.lock();
+        if let Some((db, generation)) = &state.open {
+            return Ok((db.clone(), *generation));
+        }
+        let cause = state.cause;
+        let closed = move || {
+            StoreError::new(
+                "the redb store is closed after an I/O failure",
+                "it is opened again at the next request",
+            )
+            .with_cause(cause)
+        };
+        if state.reopening || state.tried.is_some_and(|t| t.elapsed() < REOPEN_INTERVAL) {
+            return Err(closed());
+        }
+        state.reopening = true;
+        state.tried = Some(Instant::now());
+        drop(state);
+        // `open`, not `create`: the file exists (an in-memory store has none and stays closed).
+        let opened = Database::open(&self.path);
+        let mut state = self.lock();
+        state.reopening = false;
+        match opened {
+            Ok(db) => {
+                state.generation += 1;
+                let db = Arc::new(db);
+                state.open = Some((db.clone(), state.generation));
+                eprintln!(
+                    "till-server: the redb store {} is open again after an I/O failure",
+                    self.path.display()
+                );
+                Ok((db, state.generation))
+            }
+            Err(e) => {
+                let e = err("opening the redb store again")(e.into());
+                eprintln!("till-server: {e}");
+                if e.cause() != Cause::Other {
+                    state.cause = e.cause();
+                }
+                Err(closed())
+            }
+        }
+    }
+
+    /// Closes the database of `generation` after an I/O failure of `cause` (if no one did yet),
+    /// waiting a little for the transactions still using it, so that it can be opened again.
+    fn close(&self, generation: u64, cause: Cause) {
+        let db = {
+            let mut state = self.lock();
+            match &state.open {
+                Some((_, g)) if *g == generation => {}
+                _ => return,
+            }
+            state.cause = cause;
+            state.tried = None;
+            state.open.take().map(|(db, _)| db)
+        };
+        let Some(mut db) = db else { return };
+        eprintln!(
+            "till-server: closing the redb store {} after an I/O failure, to open it again",
+            self.path.display()
+        );
+        let deadline = Instant::now() + CLOSE_WAIT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    drop(db);
+                    return;
+                }
+                // The last user closes it; the next open tries again.
+                Err(_) if Instant::now() > deadline => return,
+                Err(still) => {
+                    db = still;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
 }
 
 impl RedbStorage {
@@ -133,7 +318,7 @@ impl RedbStorage {
                 .map_err(|e| err("open invoices")(e.into()))?;
         }
         wtx.commit().map_err(|e| err("commit")(e.into()))?;
-        let db = Arc::new(db);
+        let db = Arc::new(Db::new(db, path.to_path_buf()));
         let (writer, jobs) = mpsc::channel(4096);
         let writer_db = db.clone();
         std::thread::Builder::new()
@@ -149,8 +334,10 @@ impl RedbStorage {
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let rtx = db.begin_read().map_err(|e| err("begin read")(e.into()))?;
-            f(&rtx)
+            db.run(|db| {
+                let rtx = db.begin_read().map_err(|e| err("begin read")(e.into()))?;
+                f(&rtx)
+            })
         })
         .await
         .map_err(|e| StoreError::new("read task failed", e))?
@@ -229,7 +416,7 @@ struct WriteTables<'t> {
     leases: Table<'t, (i64, &'static str), &'static [u8]>,
 }
 
-fn writer_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
+fn writer_loop(db: &Db, mut jobs: mpsc::Receiver<Job>) {
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -238,7 +425,7 @@ fn writer_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit_batch(db, &batch) {
+        match db.run(|db| commit_batch(db, &batch)) {
             Ok(results) => {
                 for (job, result) in batch.into_iter().zip(results) {
                     let reply = match job {
@@ -253,10 +440,9 @@ fn writer_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
                     let reply = match job {
                         Job::Put { reply, .. } | Job::Delete { reply, .. } => reply,
                     };
-                    let _ = reply.send(Err(PutError::Store(StoreError::new(
-                        "redb commit failed",
-                        &message,
-                    ))));
+                    let _ = reply.send(Err(PutError::Store(
+                        StoreError::new("redb commit failed", &message).with_cause(e.cause()),
+                    )));
                 }
             }
         }
@@ -608,16 +794,18 @@ fn insert_token(
 
 impl RedbStorage {
     /// Runs `f` in its own durable write transaction on a blocking thread.
-    async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+    async fn write<T: Send + 'static, E: From<StoreError> + Failure + Send + 'static>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
-            let out = f(&wtx)?;
-            wtx.commit().map_err(|e| err("commit")(e.into()))?;
-            Ok(out)
+            db.run(|db| {
+                let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+                let out = f(&wtx)?;
+                wtx.commit().map_err(|e| err("commit")(e.into()))?;
+                Ok(out)
+            })
         })
         .await
         .map_err(|e| StoreError::new("write task failed", e))?
@@ -644,46 +832,48 @@ impl Storage for RedbStorage {
         let name = name.to_owned();
         let credential = credential.clone();
         tokio::task::spawn_blocking(move || {
-            let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
-            let user;
-            {
-                let mut names = wtx
-                    .open_table(USER_NAMES)
-                    .map_err(|e| err("open user_names")(e.into()))?;
-                if names
-                    .get(name.as_str())
-                    .map_err(|e| err("read user")(e.into()))?
-                    .is_some()
+            db.run(|db| {
+                let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
+                let user;
                 {
-                    return Err(CreateUserError::Exists(name));
+                    let mut names = wtx
+                        .open_table(USER_NAMES)
+                        .map_err(|e| err("open user_names")(e.into()))?;
+                    if names
+                        .get(name.as_str())
+                        .map_err(|e| err("read user")(e.into()))?
+                        .is_some()
+                    {
+                        return Err(CreateUserError::Exists(name));
+                    }
+                    let mut meta = wtx
+                        .open_table(META)
+                        .map_err(|e| err("open meta")(e.into()))?;
+                    let next = meta
+                        .get("next_user")
+                        .map_err(|e| err("read next_user")(e.into()))?
+                        .map_or(1, |g| g.value());
+                    meta.insert("next_user", next + 1)
+                        .map_err(|e| err("write next_user")(e.into()))?;
+                    user = UserId(
+                        i64::try_from(next).map_err(|e| StoreError::new("user id overflow", e))?,
+                    );
+                    names
+                        .insert(name.as_str(), user.0)
+                        .map_err(|e| err("write user")(e.into()))?;
+                    let mut tokens = wtx
+                        .open_table(TOKENS)
+                        .map_err(|e| err("open tokens")(e.into()))?;
+                    tokens
+                        .insert(
+                            credential.token_id.as_slice(),
+                            encode_token(user, &credential.secret_hash, Role::Owner).as_slice(),
+                        )
+                        .map_err(|e| err("write token")(e.into()))?;
                 }
-                let mut meta = wtx
-                    .open_table(META)
-                    .map_err(|e| err("open meta")(e.into()))?;
-                let next = meta
-                    .get("next_user")
-                    .map_err(|e| err("read next_user")(e.into()))?
-                    .map_or(1, |g| g.value());
-                meta.insert("next_user", next + 1)
-                    .map_err(|e| err("write next_user")(e.into()))?;
-                user = UserId(
-                    i64::try_from(next).map_err(|e| StoreError::new("user id overflow", e))?,
-                );
-                names
-                    .insert(name.as_str(), user.0)
-                    .map_err(|e| err("write user")(e.into()))?;
-                let mut tokens = wtx
-                    .open_table(TOKENS)
-                    .map_err(|e| err("open tokens")(e.into()))?;
-                tokens
-                    .insert(
-                        credential.token_id.as_slice(),
-                        encode_token(user, &credential.secret_hash, Role::Owner).as_slice(),
-                    )
-                    .map_err(|e| err("write token")(e.into()))?;
-            }
-            wtx.commit().map_err(|e| err("commit")(e.into()))?;
-            Ok(user)
+                wtx.commit().map_err(|e| err("commit")(e.into()))?;
+                Ok(user)
+            })
         })
         .await
         .map_err(|e| StoreError::new("user task failed", e))?
@@ -1058,7 +1248,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         old_file(dir.path(), 1);
         let storage = RedbStorage::open(dir.path()).unwrap();
-        let rtx = storage.db.begin_read().unwrap();
+        let (db, _) = storage.db.get().unwrap();
+        let rtx = db.begin_read().unwrap();
         let format = rtx
             .open_table(META)
             .unwrap()
