@@ -111,8 +111,9 @@ pub fn plan(
             listed,
         });
     }
-    // Segments are written in order; a retried upload carries a few at most.
-    for ordinal in manifest.segments..manifest.segments + 16 {
+    // Segments are written in order; a retried upload carries a few at most. (Saturating: the
+    // manifest's count is whatever its writer put there, up to u64::MAX.)
+    for ordinal in manifest.segments..manifest.segments.saturating_add(16) {
         if listing.contains_key(&name(&names::segment(ordinal))) {
             return Err(PlanError::SegmentBeyondHead {
                 ordinal,
@@ -262,6 +263,32 @@ mod tests {
                 requested: 51,
                 last: 50
             }
+        ));
+    }
+
+    #[test]
+    fn a_segment_count_at_the_limit_plans_without_overflow() {
+        // Found by the restore_plan fuzz target: `segments + 16` overflowed.
+        let mut m = manifest(0);
+        m.segments = u64::MAX - 3;
+        m.first_segment = u64::MAX - 4;
+        m.snapshots = vec![SnapshotRef {
+            seq: 5,
+            hash: Hash::GENESIS,
+            at_ms: 0,
+            chunks: 0,
+            next_segment: u64::MAX - 4,
+        }];
+        let mut l = HashMap::from([
+            (name(names::HEAD), m.writes as i64),
+            (name(&names::segment(u64::MAX - 4)), 1),
+        ]);
+        let p = plan(&m, &l, name, Target::Latest).unwrap();
+        assert_eq!(p.segments, vec![u64::MAX - 4]);
+        l.insert(name(&names::segment(u64::MAX - 1)), 1);
+        assert!(matches!(
+            plan(&m, &l, name, Target::Latest).unwrap_err(),
+            PlanError::SegmentBeyondHead { ordinal, .. } if ordinal == u64::MAX - 1
         ));
     }
 
