@@ -11,7 +11,7 @@ use crate::store::{
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -147,9 +147,37 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/invite/{code}", get(crate::pos::invite_page))
         .route("/pos/{store_id}", get(crate::pos::page))
         .route("/pos/assets/{file}", get(crate::pos::asset))
+        // Every answer says what went wrong, an unknown path or method included (axum's own
+        // answers to these have an empty body).
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
         // The body limit is enforced by `read_body`, which answers with a protocol error.
         .layer(DefaultBodyLimit::disable())
         .with_state(app)
+}
+
+/// Any path no route serves: 404 `{"error"}` naming it.
+async fn no_such_endpoint(method: Method, uri: Uri) -> Response {
+    JsonError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {method} {}; the VSS calls are under /vss, the store API under /api/v1 (shells/server/openapi.yaml)",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
+/// A served path called with another method: 405 `{"error"}` (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    JsonError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {method}; see the Allow header",
+            uri.path()
+        ),
+    )
+    .into_response()
 }
 
 /// A protocol error: the code decides, the status follows the reference server.
