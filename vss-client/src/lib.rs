@@ -29,6 +29,8 @@
 mod auth;
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod replica;
 mod retry;

@@ -234,7 +234,7 @@ impl Hub {
         }
     }
 
-    fn register(
+    pub(crate) fn register(
         &self,
         user: UserId,
         name: &str,
@@ -354,6 +354,25 @@ fn parse(text: &str) -> Result<(String, Value), String> {
     }
 }
 
+/// A device's first message: the store it names and its device id, or why it is refused.
+pub(crate) fn parse_hello(text: &str) -> Result<(String, String), String> {
+    let (store, device) = match parse(text)? {
+        (kind, v) if kind == "hello" => {
+            let store = v.get("store").and_then(Value::as_str).unwrap_or_default();
+            let device = v
+                .get("device_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            (store.to_owned(), device.to_owned())
+        }
+        (kind, _) => return Err(format!("expected a hello first, got {kind:?}")),
+    };
+    if !is_device_id(&device) {
+        return Err("device_id must be 32 lowercase hex digits".to_owned());
+    }
+    Ok((store, device))
+}
+
 /// Serves one device connection until it closes, fails its heartbeat or breaks the protocol.
 pub(crate) async fn serve(app: Arc<App>, user: UserId, mut socket: WebSocket) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut socket)).await {
@@ -368,32 +387,13 @@ pub(crate) async fn serve(app: Arc<App>, user: UserId, mut socket: WebSocket) {
             return;
         }
     };
-    let (store_name, device) = match parse(&hello) {
-        Ok((kind, v)) if kind == "hello" => {
-            let store = v.get("store").and_then(Value::as_str).unwrap_or_default();
-            let device = v
-                .get("device_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            (store.to_owned(), device.to_owned())
-        }
-        Ok((kind, _)) => {
-            send_error(&mut socket, format!("expected a hello first, got {kind:?}")).await;
-            return;
-        }
+    let (store_name, device) = match parse_hello(&hello) {
+        Ok(hello) => hello,
         Err(e) => {
             send_error(&mut socket, e).await;
             return;
         }
     };
-    if !is_device_id(&device) {
-        send_error(
-            &mut socket,
-            "device_id must be 32 lowercase hex digits".to_owned(),
-        )
-        .await;
-        return;
-    }
     match app.store.user_by_name(&store_name, false).await {
         Ok(Some(owner)) if owner == user => {}
         Ok(_) => {
@@ -471,7 +471,7 @@ pub(crate) async fn serve(app: Arc<App>, user: UserId, mut socket: WebSocket) {
 }
 
 /// One message from a connected device.
-async fn handle(
+pub(crate) async fn handle(
     app: &Arc<App>,
     user: UserId,
     store_name: &str,

@@ -31,7 +31,7 @@ pub struct Invitation {
     pub expires_at_ms: i64,
 }
 
-fn code_hash(code: &str) -> [u8; 32] {
+pub(crate) fn code_hash(code: &str) -> [u8; 32] {
     *blake3::hash(code.as_bytes()).as_bytes()
 }
 

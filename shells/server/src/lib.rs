@@ -32,6 +32,8 @@
 //! - the point-of-sale page at `/pos/{store}`, served entirely by the server.
 
 mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod invite;

@@ -218,34 +218,9 @@ impl Remote {
     pub async fn snapshot(&self, reference: &SnapshotRef) -> Result<State, RemoteError> {
         let mut entries = std::collections::BTreeMap::new();
         for chunk in 0..reference.chunks {
-            let bad = |reason: String| RemoteError::Snapshot {
-                seq: reference.seq,
-                chunk,
-                reason,
-            };
             let name = self.name(&names::snapshot(reference.seq, chunk));
             let kv = self.client.get_object(&self.store_id, &name).await?;
-            let payload = segment::open(
-                Kind::Snapshot,
-                &kv.value,
-                self.keys.seal_key(),
-                &Binding::new(&self.store_id, &name),
-            )
-            .map_err(|e| bad(e.to_string()))?;
-            let c: SnapshotChunk =
-                postcard::from_bytes(&payload).map_err(|e| bad(format!("payload: {e}")))?;
-            if c.format != SNAPSHOT_FORMAT_VERSION {
-                return Err(bad(format!(
-                    "format version {} is unknown; this build reads {SNAPSHOT_FORMAT_VERSION}",
-                    c.format
-                )));
-            }
-            if c.seq != reference.seq || c.chunk != chunk || c.chunks != reference.chunks {
-                return Err(bad(
-                    "the chunk belongs to another snapshot or position".into()
-                ));
-            }
-            entries.extend(c.entries);
+            entries.extend(self.open_snapshot_chunk(&kv.value, reference, chunk)?);
         }
         Ok(State::from_snapshot(
             entries,
@@ -253,6 +228,44 @@ impl Remote {
             reference.hash,
             reference.at_ms,
         ))
+    }
+
+    /// Opens the value of chunk `chunk` of the snapshot `reference` points to,
+    /// refusing a chunk that does not open, is of an unknown format, or belongs
+    /// to another snapshot or position.
+    pub(crate) fn open_snapshot_chunk(
+        &self,
+        value: &[u8],
+        reference: &SnapshotRef,
+        chunk: u32,
+    ) -> Result<Vec<(Key, Entry)>, RemoteError> {
+        let bad = |reason: String| RemoteError::Snapshot {
+            seq: reference.seq,
+            chunk,
+            reason,
+        };
+        let name = self.name(&names::snapshot(reference.seq, chunk));
+        let payload = segment::open(
+            Kind::Snapshot,
+            value,
+            self.keys.seal_key(),
+            &Binding::new(&self.store_id, &name),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let c: SnapshotChunk =
+            postcard::from_bytes(&payload).map_err(|e| bad(format!("payload: {e}")))?;
+        if c.format != SNAPSHOT_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} is unknown; this build reads {SNAPSHOT_FORMAT_VERSION}",
+                c.format
+            )));
+        }
+        if c.seq != reference.seq || c.chunk != chunk || c.chunks != reference.chunks {
+            return Err(bad(
+                "the chunk belongs to another snapshot or position".into()
+            ));
+        }
+        Ok(c.entries)
     }
 
     /// Lists the whole store: opaque name -> version.

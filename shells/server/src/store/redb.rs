@@ -273,6 +273,20 @@ impl RedbStorage {
                 ),
             )
         })?;
+        RedbStorage::start(db, &path)
+    }
+
+    /// A store in memory, empty, gone when dropped: for the fuzz targets, which need a fresh
+    /// server per input without touching the disk.
+    pub(crate) fn open_in_memory() -> Result<RedbStorage, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::new("could not create the in-memory redb store", e))?;
+        RedbStorage::start(db, Path::new("(in memory)"))
+    }
+
+    /// Checks or creates the layout of `db` (at `path`, for messages) and starts its writer.
+    fn start(db: Database, path: &Path) -> Result<RedbStorage, StoreError> {
         let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
         {
             let mut meta = wtx
