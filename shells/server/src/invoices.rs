@@ -24,6 +24,10 @@ const MAX_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 const MAX_AMOUNT_SAT: u64 = 10_000_000;
 /// Longest description BOLT11 allows in the invoice itself.
 const MAX_DESCRIPTION_BYTES: usize = 639;
+/// Longest BOLT11 invoice taken from the master: far above one with the longest description, and
+/// below what a QR code holds (3391 letters and digits at level M, `lightning:` included), so
+/// every stored invoice has its QR code.
+const MAX_BOLT11_CHARS: usize = 3000;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -209,9 +213,22 @@ pub(crate) async fn create(
                     )
                 })
         };
+        let bolt11 = text("bolt11")?;
+        if bolt11.is_empty()
+            || bolt11.len() > MAX_BOLT11_CHARS
+            || !bolt11.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(JsonError::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "the master device's answer is not a BOLT11 invoice (at most {MAX_BOLT11_CHARS} letters and digits): {} characters",
+                    bolt11.chars().count()
+                ),
+            ));
+        }
         let record = InvoiceRecord {
             id: text("payment_hash")?,
-            bolt11: text("bolt11")?,
+            bolt11,
             amount_sat,
             description,
             status: InvoiceStatus::New,
