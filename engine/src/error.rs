@@ -104,6 +104,12 @@ pub enum Error {
     /// The mnemonic's backup keys do not open the backup on the server.
     #[error("this mnemonic does not open this backup")]
     WrongKey,
+    /// The server has no backup for this mnemonic: a wrong mnemonic (it derives another store),
+    /// or a till that was never backed up on this server.
+    #[error(
+        "this server holds no backup for this mnemonic (a wrong mnemonic, or a till never backed up on this server)"
+    )]
+    NoBackup,
     /// Syncing with, restoring from or taking the lease on the backup failed.
     #[error("the backup: {0}")]
     Replication(String),
@@ -161,6 +167,7 @@ impl From<till_vss::replica::RestoreError> for Error {
         use till_vss::replica::{RemoteError, RestoreError};
         match e {
             RestoreError::Remote(RemoteError::WrongKey) => Error::WrongKey,
+            RestoreError::NoBackup(_) => Error::NoBackup,
             other => Error::Replication(other.to_string()),
         }
     }

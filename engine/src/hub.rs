@@ -14,12 +14,17 @@
 use crate::Node;
 use crate::node::{PaymentFilter, parse_invoice};
 use futures_util::{SinkExt, StreamExt};
-use ldk_node::Event;
+use ldk_node::bitcoin::Address;
+use ldk_node::bitcoin::address::NetworkUnchecked;
+use ldk_node::bitcoin::secp256k1::PublicKey;
 use ldk_node::lightning::ln::channelmanager::PaymentId;
+use ldk_node::lightning::ln::msgs::SocketAddress;
 use ldk_node::payment::{PaymentDirection, PaymentStatus};
+use ldk_node::{Event, UserChannelId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,6 +75,45 @@ pub enum HubCommand {
     Balances,
     /// The node's payments, oldest update first. Answer: a list.
     Payments,
+    /// What the node is. Answer: `{node_id, network, alias, listening, device_id, block_height,
+    /// channels, peers}`.
+    Info,
+    /// The node's channels. Answer: a list of `{channel_id, user_channel_id, counterparty,
+    /// capacity_sat, outbound_msat, inbound_msat, ready, usable, funding_txid}`.
+    Channels,
+    /// Opens a channel to a peer. Answer: `{user_channel_id}`.
+    OpenChannel {
+        /// The peer's node id (hex).
+        node_id: String,
+        /// Where to reach it (`host:port`).
+        address: String,
+        /// The channel's capacity.
+        capacity_sat: u64,
+        /// Given to the peer at opening, if any.
+        #[serde(default)]
+        push_msat: Option<u64>,
+    },
+    /// Closes a channel cooperatively, or by force. Answer: `{}`.
+    CloseChannel {
+        /// The channel's local id (decimal, as `channels` lists it).
+        user_channel_id: String,
+        /// The peer's node id (hex).
+        counterparty: String,
+        /// Broadcast the latest state instead of negotiating (funds are time-locked).
+        #[serde(default)]
+        force: bool,
+    },
+    /// A fresh on-chain receive address. Answer: `{address}`.
+    NewAddress,
+    /// Syncs the on-chain and Lightning wallets with the chain now. Answer: `{block_height}`.
+    SyncWallets,
+    /// Sends on chain. Answer: `{txid}`.
+    SendOnchain {
+        /// Where to.
+        address: String,
+        /// How much.
+        amount_sat: u64,
+    },
 }
 
 /// Runs commands on this device: the master's node.
@@ -86,6 +130,11 @@ pub trait CommandExecutor: Send + Sync + 'static {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_node_id(text: &str) -> Result<PublicKey, String> {
+    PublicKey::from_str(text.trim())
+        .map_err(|_| format!("{text:?} is not a node id (66 hex digits)"))
 }
 
 fn unhex32(text: &str) -> Option<[u8; 32]> {
@@ -174,6 +223,89 @@ impl CommandExecutor for Node {
                     })
                     .collect();
                 Ok(Value::Array(list))
+            }
+            HubCommand::Info => {
+                let info = self.info();
+                Ok(json!({
+                    "node_id": info.node_id.to_string(),
+                    "network": info.network.to_string(),
+                    "alias": info.alias,
+                    "listening": info.listening.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "device_id": info.device_id.to_string(),
+                    "block_height": info.block_height,
+                    "channels": info.channels,
+                    "peers": info.peers,
+                }))
+            }
+            HubCommand::Channels => Ok(Value::Array(
+                self.channels()
+                    .into_iter()
+                    .map(|c| {
+                        json!({
+                            "channel_id": c.channel_id.to_string(),
+                            "user_channel_id": c.user_channel_id.0.to_string(),
+                            "counterparty": c.counterparty_node_id.to_string(),
+                            "capacity_sat": c.channel_value_sats,
+                            "outbound_msat": c.outbound_capacity_msat,
+                            "inbound_msat": c.inbound_capacity_msat,
+                            "ready": c.is_channel_ready,
+                            "usable": c.is_usable,
+                            "funding_txid": c.funding_txo.map(|o| o.txid.to_string()),
+                        })
+                    })
+                    .collect(),
+            )),
+            HubCommand::OpenChannel {
+                node_id,
+                address,
+                capacity_sat,
+                push_msat,
+            } => {
+                let node_id = parse_node_id(node_id)?;
+                let address = SocketAddress::from_str(address)
+                    .map_err(|_| format!("{address:?} is not a peer address (host:port)"))?;
+                let id = self
+                    .open_channel(node_id, address, *capacity_sat, *push_msat)
+                    .map_err(text)?;
+                Ok(json!({ "user_channel_id": id.0.to_string() }))
+            }
+            HubCommand::CloseChannel {
+                user_channel_id,
+                counterparty,
+                force,
+            } => {
+                let id = user_channel_id.parse::<u128>().map_err(|_| {
+                    format!("{user_channel_id:?} is not a channel's local id (a decimal number)")
+                })?;
+                let counterparty = parse_node_id(counterparty)?;
+                let id = UserChannelId(id);
+                if *force {
+                    self.force_close_channel(&id, counterparty)
+                } else {
+                    self.close_channel(&id, counterparty)
+                }
+                .map_err(text)?;
+                Ok(json!({}))
+            }
+            HubCommand::SyncWallets => {
+                self.sync().map_err(text)?;
+                Ok(json!({ "block_height": self.info().block_height }))
+            }
+            HubCommand::NewAddress => {
+                let address = self.new_address().map_err(text)?;
+                Ok(json!({ "address": address.to_string() }))
+            }
+            HubCommand::SendOnchain {
+                address,
+                amount_sat,
+            } => {
+                let address = address
+                    .parse::<Address<NetworkUnchecked>>()
+                    .map_err(|e| format!("{address:?} is not a Bitcoin address: {e}"))?
+                    .require_network(self.info().network)
+                    .map_err(|e| format!("{address:?} is for another network: {e}"))?;
+                let txid = self.send_onchain(&address, *amount_sat).map_err(text)?;
+                Ok(json!({ "txid": txid.to_string() }))
             }
         }
     }
@@ -371,7 +503,13 @@ impl HubClient {
             outbox: Mutex::new(BTreeMap::new()),
             unsent: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
+            // Ids stay unique per device across restarts of the app (the server routes answers
+            // by id), so they start from the clock rather than from 1.
+            next: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_micros() as u64),
+            ),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let mut tasks = vec![tokio::spawn(run(shared.clone(), stop_rx))];

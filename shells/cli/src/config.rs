@@ -1,37 +1,105 @@
 //! Configuration: `till.toml` in the data dir, then environment, then flags.
+//!
+//! Secrets (the wallet's mnemonic, the server token) are not configuration: they live in
+//! `secret.toml` beside it, readable by the owner only, and are never printed.
 
+use std::fmt;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use till_engine::bitcoin::Network;
+use zeroize::Zeroizing;
 
 /// The log file's name inside the data dir.
 pub const LOG_FILE: &str = "till.redb";
 /// The config file's name inside the data dir.
 pub const CONFIG_FILE: &str = "till.toml";
+/// The secrets file's name inside the data dir (mode 0600).
+pub const SECRET_FILE: &str = "secret.toml";
+/// The folder of `till`'s own log files inside the data dir.
+pub const LOG_DIR: &str = "logs";
+
+/// The chain source a till uses unless told otherwise, per network.
+fn default_esplora(network: Network) -> &'static str {
+    match network {
+        Network::Testnet => "https://blockstream.info/testnet/api",
+        Network::Signet => "https://mempool.space/signet/api",
+        Network::Regtest => "http://127.0.0.1:3002",
+        _ => "https://blockstream.info/api",
+    }
+}
 
 /// Everything a command needs to know about this device's setup.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Where the device keeps its data.
     pub data_dir: PathBuf,
     /// The till-server's base URL, if configured.
     pub server_url: Option<String>,
+    /// The merchant's store on the server (from pairing).
+    pub store: Option<String>,
+    /// The Bitcoin network.
+    pub network: Network,
+    /// Whether the network was set (file, environment or flag) rather than defaulted.
+    pub network_explicit: bool,
+    /// The Esplora server the node syncs from.
+    pub esplora_url: String,
+    /// Where the node accepts Lightning peers, if anywhere (`host:port`).
+    pub listen: Option<String>,
+    /// The node's public alias.
+    pub alias: Option<String>,
+    /// Mirror the log file's lines on stderr.
+    pub verbose: bool,
 }
 
 /// The file's fields; all optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    server_url: Option<String>,
+pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub esplora_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub server_url: Option<String>,
+    pub network: Option<String>,
+    pub esplora_url: Option<String>,
+    pub verbose: bool,
+}
+
+pub fn parse_network(text: &str) -> anyhow::Result<Network> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "bitcoin" | "mainnet" => Ok(Network::Bitcoin),
+        "testnet" => Ok(Network::Testnet),
+        "signet" => Ok(Network::Signet),
+        "regtest" => Ok(Network::Regtest),
+        other => {
+            anyhow::bail!("unknown network {other:?}; use bitcoin, testnet, signet or regtest")
+        }
+    }
 }
 
 impl Config {
-    /// Resolves the configuration: the data dir from the flag, else
-    /// `TILL_DATA_DIR`, else `~/.till`; then `till.toml` in it, overridden by
-    /// `TILL_SERVER_URL`.
-    pub fn load(data_dir_flag: Option<PathBuf>) -> anyhow::Result<Self> {
-        let data_dir = match data_dir_flag {
+    /// Resolves the configuration: the data dir from the flag, else `TILL_DATA_DIR`, else
+    /// `~/.till`; then `till.toml` in it, overridden by `TILL_SERVER_URL`, `TILL_NETWORK` and
+    /// `TILL_ESPLORA_URL`, overridden by the flags.
+    pub fn load(flags: Overrides) -> anyhow::Result<Self> {
+        let data_dir = match flags.data_dir {
             Some(d) => d,
             None => match std::env::var_os("TILL_DATA_DIR") {
                 Some(d) => PathBuf::from(d),
@@ -42,22 +110,176 @@ impl Config {
                 }
             },
         };
-        let path = data_dir.join(CONFIG_FILE);
-        let file: FileConfig = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid till config", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        let file = read_file_config(&data_dir)?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let server_url = flags
+            .server_url
+            .or_else(|| env("TILL_SERVER_URL"))
+            .or(file.server_url)
+            .map(|u| u.trim_end_matches('/').to_owned());
+        let network_text = flags
+            .network
+            .or_else(|| env("TILL_NETWORK"))
+            .or(file.network);
+        let network_explicit = network_text.is_some();
+        let network = match network_text {
+            Some(n) => parse_network(&n)?,
+            None => Network::Bitcoin,
         };
-        let server_url = std::env::var("TILL_SERVER_URL").ok().or(file.server_url);
+        let esplora_url = flags
+            .esplora_url
+            .or_else(|| env("TILL_ESPLORA_URL"))
+            .or(file.esplora_url)
+            .unwrap_or_else(|| default_esplora(network).to_owned());
         Ok(Self {
             data_dir,
             server_url,
+            store: file.store,
+            network,
+            network_explicit,
+            esplora_url,
+            listen: file.listen,
+            alias: file.alias,
+            verbose: flags.verbose,
         })
     }
 
     /// The log file.
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.join(LOG_FILE)
+    }
+
+    /// The secrets file.
+    pub fn secret_path(&self) -> PathBuf {
+        self.data_dir.join(SECRET_FILE)
+    }
+
+    /// `till`'s own log file (the daemon's and every command's lines).
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir.join(LOG_DIR).join("till.log")
+    }
+
+    /// Appends a line to the log file, and to stderr with `--verbose`. Never given a secret.
+    pub fn log(&self, line: impl fmt::Display) {
+        let line = format!(
+            "{} {line}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        );
+        if self.verbose {
+            eprintln!("{line}");
+        }
+        let path = self.log_file();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Updates `till.toml` with `change`, keeping the fields it does not touch.
+    pub fn update_file(&self, change: impl FnOnce(&mut FileConfig)) -> anyhow::Result<()> {
+        let mut file = read_file_config(&self.data_dir)?;
+        change(&mut file);
+        let path = self.data_dir.join(CONFIG_FILE);
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let text = toml::to_string(&file).context("writing the config")?;
+        write_atomically(&path, text.as_bytes(), 0o644)
+    }
+}
+
+fn read_file_config(data_dir: &Path) -> anyhow::Result<FileConfig> {
+    let path = data_dir.join(CONFIG_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid till config", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The device's secrets. `Debug` shows none of them.
+#[derive(Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// The server's bearer token for this merchant's devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The wallet's BIP39 words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mnemonic: Option<String>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("mnemonic", &self.mnemonic.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(t) = &mut self.token {
+            t.zeroize();
+        }
+        if let Some(m) = &mut self.mnemonic {
+            m.zeroize();
+        }
+    }
+}
+
+impl Secrets {
+    /// Reads `secret.toml`, or nothing when there is none. `TILL_TOKEN` overrides the token.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let path = config.secret_path();
+        let mut secrets: Secrets = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let text = Zeroizing::new(text);
+                // The parser's error could quote the file; say only where it is.
+                toml::from_str(&text).map_err(|_| {
+                    anyhow::anyhow!("{} is damaged (not valid TOML)", path.display())
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Secrets::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if let Some(token) = std::env::var("TILL_TOKEN").ok().filter(|t| !t.is_empty()) {
+            secrets.token = Some(token);
+        }
+        Ok(secrets)
+    }
+
+    /// Writes `secret.toml` (mode 0600, atomically).
+    pub fn save(&self, config: &Config) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let text = Zeroizing::new(toml::to_string(self).context("writing the secrets")?);
+        write_atomically(&config.secret_path(), text.as_bytes(), 0o600)
     }
 }

@@ -203,8 +203,10 @@ fn status_shows_the_backup_lag() {
     let o = till(dir.path(), &["--json", "status"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["last_seq"], 10);
-    assert_eq!(v["shipped_seq"], 6);
+    assert_eq!(v["durable_seq"], 6);
     assert_eq!(v["backup_lag_events"], 4);
+    assert_eq!(v["daemon"], false);
+    assert_eq!(v["role"], "no wallet");
 }
 
 #[test]

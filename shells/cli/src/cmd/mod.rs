@@ -1,9 +1,14 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod device;
 pub mod diff;
+pub mod lease;
 pub mod log;
+pub mod node;
 pub mod replay;
+pub mod run;
+pub mod setup;
 pub mod status;
 
 use serde::Serialize;
