@@ -47,3 +47,25 @@ fn seeds_are_genuine() {
     }
     assert_eq!(state.seq(), 4);
 }
+
+/// Found by the `snapshot` fuzz target and not fixed yet: a log started from a snapshot at seq
+/// `u64::MAX` overflows computing the next seq (`Log::verify`'s `base.seq + 1`, and likewise
+/// `replay` and the fold's seq check; an entry at version `u64::MAX` overflows the next put's
+/// version). Only a holder of the backup key can write such a snapshot. The `snapshot` target
+/// skips seq `u64::MAX` until this passes; then drop the `ignore` and that skip.
+#[test]
+#[ignore = "known overflow at seq u64::MAX in till-log, see the comment"]
+fn a_snapshot_at_the_last_seq_installs_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = till_log::Log::open(dir.path().join("till.redb")).unwrap();
+    let state = till_log::State::from_snapshot(
+        std::collections::BTreeMap::new(),
+        u64::MAX,
+        till_log::Hash([1; 32]),
+        0,
+    );
+    // Either refused here or installed and verified; never a panic.
+    if log.install_snapshot(&state).is_ok() {
+        log.verify().unwrap();
+    }
+}
