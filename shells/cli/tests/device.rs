@@ -154,6 +154,11 @@ impl Device {
     fn stop_daemon(&mut self) -> Option<i32> {
         let out = self.run(&["stop"]);
         assert!(out.status.success(), "till stop: {}", stderr(&out));
+        self.wait_exit()
+    }
+
+    /// Waits for the daemon to exit by itself; returns its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
         let mut child = self.daemon.take().expect("a daemon");
         let started = Instant::now();
         loop {
@@ -489,8 +494,43 @@ fn a_merchant_runs_a_till_from_the_command_line() {
             .any(|p| p["payment_id"] == invoice["payment_id"] && p["status"] == "succeeded")
     );
 
-    // Stop both; with no server reachable, a command says so and exits 1.
-    assert_eq!(b.stop_daemon(), Some(0));
+    // A confirmed takeover while B runs: A takes the lease; B is fenced at its next write and
+    // its daemon stops with exit code 3.
+    let took = a.json(&["takeover", "--yes"]);
+    assert_eq!(took["role"], "master", "{took}");
+    assert_eq!(a.wait_role("master")["lease"]["epoch"], 3);
+    let _ = b.run(&["invoice", "100"]); // B's next write meets the fence
+    assert_eq!(b.wait_exit(), Some(3), "B's daemon stops, refused");
+    assert!(
+        transcript.0.lock().unwrap().contains("fenced"),
+        "B says it was fenced"
+    );
+
+    // From the new master: send on chain, close the channel cooperatively.
+    let customer_address = customer.onchain_payment().new_address().unwrap();
+    let sent = a.json(&["onchain", "send", &customer_address.to_string(), "10000"]);
+    assert_eq!(sent["txid"].as_str().map(str::len), Some(64), "{sent}");
+    let mut usable = None;
+    wait_until("the channel to be usable on the new master", || {
+        usable = a
+            .json_lines(&["channels", "list"])
+            .into_iter()
+            .find(|c| c["usable"] == true);
+        usable.is_some()
+    });
+    let channel = usable.unwrap();
+    a.json(&[
+        "channels",
+        "close",
+        channel["user_channel_id"].as_str().unwrap(),
+        channel["counterparty"].as_str().unwrap(),
+    ]);
+    wait_event(&customer, "ChannelClosed", |e| match e {
+        Event::ChannelClosed { .. } => Some(()),
+        _ => None,
+    });
+
+    // Stop; with no server reachable, a command says so and exits 1.
     assert_eq!(a.stop_daemon(), Some(0));
     let unreachable = a.run(&["--server-url", "http://127.0.0.1:9", "invoice", "100"]);
     assert_eq!(
