@@ -187,6 +187,8 @@ struct Harness {
     other: String,
     /// What the master answers to the next commands (JSON text); empty: a plausible default.
     answers: Arc<Mutex<VecDeque<Vec<u8>>>>,
+    /// The master's stand-in, whose checks must not have failed (see [`Harness::finish`]).
+    master: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -258,7 +260,7 @@ impl Harness {
             invoice_events: tokio::sync::broadcast::channel(1024).0,
             public_url: "http://till.invalid/".to_owned(),
         });
-        let harness = Harness {
+        let mut harness = Harness {
             router: crate::http::router(app.clone()),
             app,
             user,
@@ -266,15 +268,29 @@ impl Harness {
             cashier,
             other,
             answers: Arc::default(),
+            master: None,
         };
         if master {
-            harness.connect_master().await;
+            harness.master = Some(harness.connect_master().await);
         }
         harness
     }
 
+    /// Ends the case: a check that failed inside the master's stand-in fails the case too (the
+    /// fuzzer aborts on any panic, but a test would not see one in a spawned task).
+    async fn finish(self) {
+        if let Some(task) = self.master {
+            if task.is_finished() {
+                task.await
+                    .expect("the master's stand-in found nothing wrong");
+            } else {
+                task.abort();
+            }
+        }
+    }
+
     /// Gives the master the store's lease and connects it; it answers every command at once.
-    async fn connect_master(&self) {
+    async fn connect_master(&self) -> tokio::task::JoinHandle<()> {
         // Epoch 1, held (state code 1).
         let header =
             crate::store::lease_from_fields(&parse_device(MASTER), 1, 1).expect("a valid lease");
@@ -338,7 +354,7 @@ impl Harness {
                     .await
                     .expect("the master's well-formed result is taken");
             }
-        });
+        })
     }
 
     fn authorization(&self, auth: &Auth) -> Option<HeaderValue> {
@@ -649,6 +665,7 @@ pub fn vss_requests(data: &[u8]) -> Vec<u16> {
                 check_vss_answer(r.call, status, &body);
             }
         }
+        h.finish().await;
         statuses
     })
 }
@@ -786,6 +803,7 @@ pub fn hub_messages(data: &[u8]) -> Vec<Option<String>> {
         while let Ok(sent) = inbox.try_recv() {
             check_hub_message(&sent);
         }
+        h.finish().await;
         outcomes
     })
 }
@@ -968,6 +986,7 @@ pub fn store_api(data: &[u8]) -> Vec<u16> {
                     .to_owned();
             }
         }
+        h.finish().await;
         statuses
     })
 }
