@@ -92,11 +92,20 @@ pub fn parse_time(s: &str) -> Result<u64, Failure> {
 
 pub fn run(config: &Config, out: &Output, args: ReplayArgs) -> Result<(), Failure> {
     let log = open_log(config)?;
+    // A spinner on a terminal's stderr (nothing when redirected): a long log takes seconds.
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!(
+        "replaying {} events",
+        log.head().map(|h| h.seq).unwrap_or(0)
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let state = match (args.to_seq, &args.at) {
-        (Some(seq), _) => log.replay(seq).map_err(read_failure)?,
-        (None, Some(at)) => log.replay_at(parse_time(at)?).map_err(read_failure)?,
+        (Some(seq), _) => log.replay(seq),
+        (None, Some(at)) => log.replay_at(parse_time(at)?),
         (None, None) => unreachable!("clap requires one of --to-seq and --at"),
     };
+    spinner.finish_and_clear();
+    let state = state.map_err(read_failure)?;
     if let Some(dir) = args.out {
         write_folder(&dir, &state)?;
         let view = state_view(&state, false);
