@@ -471,8 +471,11 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     b.wait_role("follower");
     let handed = a.run(&["handoff"]);
     assert!(handed.status.success(), "{}", stderr(&handed));
-    let b_status = b.wait_role("master");
-    assert_eq!(b_status["lease"]["epoch"], 2, "{b_status}");
+    b.wait_role("master");
+    wait_until("the server's lease to name B at epoch 2", || {
+        let s = b.status();
+        s["lease"]["epoch"] == 2 && s["lease"]["device"] == s["device_id"]
+    });
     assert_eq!(a.status()["role"], "follower");
     let through_b = a.json(&["invoice", "3000"]);
     let bolt11: ldk_node::lightning_invoice::Bolt11Invoice =
@@ -498,7 +501,10 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     // its daemon stops with exit code 3.
     let took = a.json(&["takeover", "--yes"]);
     assert_eq!(took["role"], "master", "{took}");
-    assert_eq!(a.wait_role("master")["lease"]["epoch"], 3);
+    a.wait_role("master");
+    wait_until("the server's lease to name A at epoch 3", || {
+        a.status()["lease"]["epoch"] == 3
+    });
     let _ = b.run(&["invoice", "100"]); // B's next write meets the fence
     assert_eq!(b.wait_exit(), Some(3), "B's daemon stops, refused");
     assert!(

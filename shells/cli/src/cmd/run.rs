@@ -76,6 +76,9 @@ impl Daemon {
     }
 
     fn status(&self) -> Value {
+        // The role first: a lease read after it is at least as new (an acquire writes the head
+        // before the role changes).
+        let role_now = self.till.role();
         let log = self.till.log();
         let head = log.head().map(|h| h.seq).unwrap_or(0);
         let replicator = self.till.replicator_status();
@@ -85,7 +88,7 @@ impl Daemon {
             .unwrap_or_else(|| log.shipped().unwrap_or(0));
         let lease = self.till.lease();
         let hub = self.hub.lock().unwrap().as_ref().map(|h| h.status());
-        let (role, epoch) = match self.till.role() {
+        let (role, epoch) = match role_now {
             Role::Master { epoch } => ("master", Some(epoch)),
             Role::Follower => ("follower", None),
             Role::Fenced { .. } => ("fenced", None),
