@@ -133,6 +133,12 @@ pub enum ApplyError {
     /// A stored record is damaged.
     #[error("the log is damaged: {0}")]
     Corrupt(String),
+    /// A snapshot or event claims a seq no log reaches (above [`crate::MAX_SEQ`]).
+    #[error("seq {seq} is beyond the largest seq a log holds ({max})", max = crate::MAX_SEQ)]
+    SeqOutOfRange {
+        /// The seq claimed.
+        seq: u64,
+    },
 }
 
 /// Why marking the outbox as shipped was refused.

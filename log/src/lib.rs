@@ -40,6 +40,10 @@ pub mod segment;
 mod state;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+
+/// The largest seq a log holds. Snapshots claiming more are refused: seqs must stay below
+/// `u64::MAX` so the next one is always defined, and the backup's counters are `i64`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 pub use error::{
     AppendError, ApplyError, DecodeError, OpenError, OutboxError, ReadError, StorageError,
     VerifyError,

@@ -474,6 +474,14 @@ impl Log {
     /// whose events this log will not hold. Later events are applied on top with
     /// [`Log::apply`]. Refused unless the log is empty.
     pub fn install_snapshot(&self, snapshot: &State) -> Result<Head, ApplyError> {
+        // Versions grow by at most one per event, so none exceeds the seq either.
+        let largest = snapshot
+            .entries()
+            .map(|(_, e)| e.version.max(e.seq))
+            .fold(snapshot.seq(), u64::max);
+        if largest > crate::MAX_SEQ {
+            return Err(ApplyError::SeqOutOfRange { seq: largest });
+        }
         let txn = self.db.begin_write().map_err(StorageError::from)?;
         let head = Head {
             seq: snapshot.seq(),

@@ -48,13 +48,10 @@ fn seeds_are_genuine() {
     assert_eq!(state.seq(), 4);
 }
 
-/// Found by the `snapshot` fuzz target and not fixed yet: a log started from a snapshot at seq
-/// `u64::MAX` overflows computing the next seq (`Log::verify`'s `base.seq + 1`, and likewise
-/// `replay` and the fold's seq check; an entry at version `u64::MAX` overflows the next put's
-/// version). Only a holder of the backup key can write such a snapshot. The `snapshot` target
-/// skips seq `u64::MAX` until this passes; then drop the `ignore` and that skip.
+/// Found by the `snapshot` fuzz target: a log started from a snapshot at seq `u64::MAX` overflowed
+/// computing the next seq (`Log::verify`'s `base.seq + 1`), and an entry at version `u64::MAX`
+/// the next put's version. `install_snapshot` now refuses seqs and versions above `MAX_SEQ`.
 #[test]
-#[ignore = "known overflow at seq u64::MAX in till-log, see the comment"]
 fn a_snapshot_at_the_last_seq_installs_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let log = till_log::Log::open(dir.path().join("till.redb")).unwrap();
@@ -64,8 +61,33 @@ fn a_snapshot_at_the_last_seq_installs_and_verifies() {
         till_log::Hash([1; 32]),
         0,
     );
-    // Either refused here or installed and verified; never a panic.
-    if log.install_snapshot(&state).is_ok() {
-        log.verify().unwrap();
-    }
+    assert!(matches!(
+        log.install_snapshot(&state),
+        Err(till_log::ApplyError::SeqOutOfRange { seq: u64::MAX })
+    ));
+    let mut entries = std::collections::BTreeMap::new();
+    entries.insert(
+        till_log::Key::new("n", "", "k"),
+        till_log::Entry {
+            version: u64::MAX,
+            seq: 5,
+            value: Some(vec![1]),
+        },
+    );
+    let state = till_log::State::from_snapshot(entries, 5, till_log::Hash([1; 32]), 0);
+    assert!(matches!(
+        log.install_snapshot(&state),
+        Err(till_log::ApplyError::SeqOutOfRange { .. })
+    ));
+    // At the limit it installs, verifies and takes one more event.
+    let state = till_log::State::from_snapshot(
+        std::collections::BTreeMap::new(),
+        till_log::MAX_SEQ,
+        till_log::Hash([1; 32]),
+        0,
+    );
+    log.install_snapshot(&state).unwrap();
+    log.verify().unwrap();
+    log.put(till_log::Key::new("n", "", "k"), vec![2]).unwrap();
+    log.verify().unwrap();
 }
