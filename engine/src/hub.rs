@@ -132,6 +132,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A payment as the hub's `payments` answer lists it (docs/HUB.md); also how a follower's replica
+/// shows its payments, so both read the same.
+pub fn payment_json(p: &ldk_node::payment::PaymentDetails) -> Value {
+    json!({
+        "payment_id": hex(&p.id.0),
+        "direction": match p.direction {
+            PaymentDirection::Inbound => "inbound",
+            PaymentDirection::Outbound => "outbound",
+        },
+        "status": match p.status {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+        },
+        "amount_msat": p.amount_msat,
+        "fee_paid_msat": p.fee_paid_msat,
+        "updated_at": p.latest_update_timestamp,
+    })
+}
+
 fn parse_node_id(text: &str) -> Result<PublicKey, String> {
     PublicKey::from_str(text.trim())
         .map_err(|_| format!("{text:?} is not a node id (66 hex digits)"))
@@ -204,23 +224,7 @@ impl CommandExecutor for Node {
                 let list: Vec<Value> = self
                     .payments(PaymentFilter::default())
                     .into_iter()
-                    .map(|p| {
-                        json!({
-                            "payment_id": hex(&p.id.0),
-                            "direction": match p.direction {
-                                PaymentDirection::Inbound => "inbound",
-                                PaymentDirection::Outbound => "outbound",
-                            },
-                            "status": match p.status {
-                                PaymentStatus::Pending => "pending",
-                                PaymentStatus::Succeeded => "succeeded",
-                                PaymentStatus::Failed => "failed",
-                            },
-                            "amount_msat": p.amount_msat,
-                            "fee_paid_msat": p.fee_paid_msat,
-                            "updated_at": p.latest_update_timestamp,
-                        })
-                    })
+                    .map(|p| payment_json(&p))
                     .collect();
                 Ok(Value::Array(list))
             }

@@ -55,7 +55,7 @@ pub use backup::{BackupConfig, ReplicatorBarrier, backup_state, remote};
 pub use error::Error;
 pub use hub::{
     CommandExecutor, HUB_PROTOCOL_VERSION, HubClient, HubCommand, HubConfig, HubError, HubStatus,
-    MasterInfo,
+    MasterInfo, payment_json,
 };
 pub use keys::{BACKUP_SECRET_PATH, DEVICE_ID_FORMAT_VERSION, DEVICE_ID_RECORD, Keys, device_id};
 pub use node::{

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use till_engine::{HubCommand, PaymentDirection, PaymentStatus, Till, parse_invoice};
+use till_engine::{HubCommand, Till, parse_invoice, payment_json};
 
 use super::device::{self, engine_failure, node_command};
 use crate::control::{self, Request};
-use crate::output::{Output, hex};
+use crate::output::Output;
 use crate::{Config, Failure};
 
 /// `till invoice`.
@@ -238,23 +238,7 @@ pub fn replica_payments(till: &Till) -> Result<Value, till_engine::Error> {
     Ok(Value::Array(
         till.payments()?
             .into_iter()
-            .map(|p| {
-                json!({
-                    "payment_id": hex(&p.id.0),
-                    "direction": match p.direction {
-                        PaymentDirection::Inbound => "inbound",
-                        PaymentDirection::Outbound => "outbound",
-                    },
-                    "status": match p.status {
-                        PaymentStatus::Pending => "pending",
-                        PaymentStatus::Succeeded => "succeeded",
-                        PaymentStatus::Failed => "failed",
-                    },
-                    "amount_msat": p.amount_msat,
-                    "fee_paid_msat": p.fee_paid_msat,
-                    "updated_at": p.latest_update_timestamp,
-                })
-            })
+            .map(|p| payment_json(&p))
             .collect(),
     ))
 }
