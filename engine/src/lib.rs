@@ -39,6 +39,7 @@
 mod audit;
 mod backup;
 mod error;
+mod gate;
 mod hub;
 mod keys;
 mod node;
@@ -53,6 +54,7 @@ pub use audit::{
 };
 pub use backup::{BackupConfig, ReplicatorBarrier, backup_state, remote};
 pub use error::Error;
+pub use gate::{Alignment, Gate, MONITOR_CUT};
 pub use hub::{
     CommandExecutor, HUB_PROTOCOL_VERSION, HubClient, HubCommand, HubConfig, HubError, HubStatus,
     MasterInfo, payment_json,

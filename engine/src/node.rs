@@ -20,8 +20,9 @@ use till_log::{DeviceId, Key, Log, Write};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::error::Error;
+use crate::gate::{Alignment, Gate};
 use crate::keys::{Keys, device_id};
-use crate::store::{BackupState, LogStore};
+use crate::store::{BackupState, LogStore, WaitPolicy};
 
 /// Till's own namespace in the log, beside ldk-node's.
 pub const TILL_NAMESPACE: &str = "till";
@@ -192,6 +193,7 @@ pub struct Node {
     config: NodeConfig,
     events: broadcast::Sender<Event>,
     event_loop: Mutex<Option<EventLoop>>,
+    aligned: Option<Alignment>,
 }
 
 impl std::fmt::Debug for Node {
@@ -254,6 +256,22 @@ impl Node {
         }
         keys.set_node_entropy(&mut builder);
 
+        // Channel monitors complete only once a manager recording them is durable (the gate);
+        // the monitors written after the log's last manager were never completed, so they are
+        // set back before LDK reads them.
+        let aligned = crate::gate::align_monitors(&log, |writes| {
+            store
+                .append(writes)
+                .map(|outcome| outcome.head_seq)
+                .map_err(|e| Error::Build(format!("cannot set the channel monitors back: {e}")))
+        })?;
+        let store = if store.policy() == WaitPolicy::Nothing {
+            store
+        } else {
+            let gate = Arc::new(Gate::new());
+            builder.set_monitor_gate(gate.clone());
+            store.with_gate(gate)
+        };
         let store = Arc::new(store);
         let kv: Arc<DynStore> = store.clone();
         let inner = Arc::new(builder.build_with_store(kv)?);
@@ -265,7 +283,15 @@ impl Node {
             config,
             events,
             event_loop: Mutex::new(None),
+            aligned,
         })
+    }
+
+    /// What building the node set back in the channel monitors, if anything: after a crash,
+    /// the monitor writes the last channel manager did not record (never completed, so no peer
+    /// saw them).
+    pub fn alignment(&self) -> Option<&Alignment> {
+        self.aligned.as_ref()
     }
 
     /// Starts ldk-node (connects to peers, syncs) and the event loop.

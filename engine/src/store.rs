@@ -20,6 +20,8 @@ use ldk_node::lightning::util::persist::{
 };
 use till_log::{DeviceId, Key, Log, Write};
 
+use crate::gate::{self, Gate};
+
 /// The future [`DurabilityBarrier::wait_durable`] returns.
 pub type BarrierFuture = Pin<Box<dyn Future<Output = Result<(), BarrierError>> + Send + 'static>>;
 
@@ -168,7 +170,7 @@ pub struct BarrierPassed {
     pub removed: bool,
 }
 
-type Observer = Arc<dyn Fn(&BarrierPassed) + Send + Sync>;
+pub(crate) type Observer = Arc<dyn Fn(&BarrierPassed) + Send + Sync>;
 
 /// LDK's [`KVStore`] and [`KVStoreSync`] over the event log; give it to ldk-node with
 /// `Builder::build_with_store`.
@@ -186,6 +188,14 @@ pub struct LogStore {
     barrier: Arc<dyn DurabilityBarrier>,
     policy: WaitPolicy,
     observer: Option<Observer>,
+    gate: Option<Arc<Gate>>,
+}
+
+/// A committed write the caller must wait for before acknowledging it.
+struct Wait {
+    passed: BarrierPassed,
+    /// The channel manager with a gate: its durability completes the monitor writes it records.
+    manager: Option<Arc<Gate>>,
 }
 
 impl fmt::Debug for LogStore {
@@ -206,7 +216,21 @@ impl LogStore {
             barrier,
             policy: WaitPolicy::default(),
             observer: None,
+            gate: None,
         }
+    }
+
+    /// Gates channel-monitor writes on `gate` (see [`crate::gate`]): monitor writes LDK asks to
+    /// persist return after the local commit and complete once a channel manager that records
+    /// them is durable; the manager write waits for the barrier and then completes them.
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The monitor gate, if the store has one.
+    pub fn gate(&self) -> Option<&Arc<Gate>> {
+        self.gate.as_ref()
     }
 
     /// Sets which writes wait for the barrier.
@@ -223,6 +247,11 @@ impl LogStore {
     ) -> Self {
         self.observer = Some(Arc::new(observer));
         self
+    }
+
+    /// Which writes wait for the barrier.
+    pub fn policy(&self) -> WaitPolicy {
+        self.policy
     }
 
     /// The log underneath.
@@ -271,7 +300,7 @@ impl LogStore {
 
     /// Commits one write to the log and tells the barrier. Returns what the caller must wait
     /// for before acknowledging, if anything.
-    fn commit(&self, write: Write, lazy: bool) -> io::Result<Option<BarrierPassed>> {
+    fn commit(&self, write: Write, lazy: bool) -> io::Result<Option<Wait>> {
         let removed = matches!(write.op, till_log::Op::Delete);
         let waits = !lazy
             && self.policy.waits_for(
@@ -279,27 +308,46 @@ impl LogStore {
                 &write.key.sub_namespace,
                 &write.key.key,
             );
-        let key = waits.then(|| write.key.clone());
+        if let Some(gate) = self
+            .gate
+            .as_ref()
+            .filter(|_| gate::is_manager_key(&write.key))
+        {
+            let key = write.key.clone();
+            let prepared = gate.manager_write(write);
+            let outcome = self.log.append(prepared.writes.clone()).map_err(other)?;
+            let seq = outcome.results[0].map_or(outcome.head_seq, |appended| appended.seq);
+            prepared.committed(seq);
+            self.barrier.notify(outcome.head_seq);
+            let passed = BarrierPassed { key, seq, removed };
+            return Ok(Some(Wait {
+                passed,
+                manager: Some(Arc::clone(gate)),
+            }));
+        }
+        let key = write.key.clone();
+        let op = write.op.clone();
         let outcome = self.log.append(vec![write]).map_err(other)?;
         self.barrier.notify(outcome.head_seq);
+        let appended = outcome.results[0].map(|appended| appended.seq);
+        if gate::note_gated_write(&key, appended, &op) || !waits {
+            return Ok(None);
+        }
         // A remove of an absent key writes no event; waiting for the head covers the earlier
         // event that removed it.
-        let seq = outcome.results[0].map_or(outcome.head_seq, |appended| appended.seq);
-        Ok(key.map(|key| BarrierPassed { key, seq, removed }))
-    }
-
-    fn passed(&self, passed: &BarrierPassed) {
-        if let Some(observer) = &self.observer {
-            observer(passed);
-        }
+        let seq = appended.unwrap_or(outcome.head_seq);
+        Ok(Some(Wait {
+            passed: BarrierPassed { key, seq, removed },
+            manager: None,
+        }))
     }
 
     fn write_blocking(&self, write: Write, lazy: bool) -> io::Result<()> {
         if let Some(wait) = self.commit(write, lazy)? {
             self.barrier
-                .wait_durable_blocking(wait.seq)
+                .wait_durable_blocking(wait.passed.seq)
                 .map_err(barrier_failed)?;
-            self.passed(&wait);
+            passed(&wait, self.observer.as_ref());
         }
         Ok(())
     }
@@ -310,15 +358,24 @@ impl LogStore {
             Ok(None) => return Box::pin(std::future::ready(Ok(()))),
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let durable = self.barrier.wait_durable(wait.seq);
+        let durable = self.barrier.wait_durable(wait.passed.seq);
         let observer = self.observer.clone();
         Box::pin(async move {
             durable.await.map_err(barrier_failed)?;
-            if let Some(observer) = observer {
-                observer(&wait);
-            }
+            passed(&wait, observer.as_ref());
             Ok(())
         })
+    }
+}
+
+/// A waited write is durable: tell the observer, and if it is the manager, complete the monitor
+/// writes it records.
+fn passed(wait: &Wait, observer: Option<&Observer>) {
+    if let Some(observer) = observer {
+        observer(&wait.passed);
+    }
+    if let Some(gate) = &wait.manager {
+        gate.manager_durable(wait.passed.seq, observer);
     }
 }
 

@@ -868,18 +868,12 @@ impl ChildMaster {
     }
 }
 
-// Known failing, so not run by default. Cause, confirmed from the restored
-// node's ldk-node log: "A ChannelManager is stale compared to the current
-// ChannelMonitor! ... The ChannelMonitor ... is at update_id 39 but the
-// ChannelManager is at update_id 38", so LDK force-closes the channel.
-// ldk-node writes the ChannelManager lazily (background processor), so a
-// SIGKILL between a monitor update and the next manager write leaves the
-// backup's manager behind its monitors. The fix belongs in the engine:
-// persist monitor updates asynchronously (InProgress) so the manager records
-// them as in flight and replays them on load, or ship each monitor update
-// only together with a manager that knows it. Run with `--ignored`.
+// Until the monitor gate (engine/src/gate.rs) this failed: LDK wrote the ChannelManager after
+// the monitor update it depended on, so a SIGKILL in between left a manager behind its monitors
+// and LDK force-closed the channel on the restored device. Now a monitor update completes only
+// once a manager recording it is durable, and a restore sets back monitor writes the last manager
+// does not record.
 #[test]
-#[ignore = "known failing: the backed-up ChannelManager can be older than its monitors after a SIGKILL; LDK force-closes"]
 fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     const STREAM: usize = 8;
     let started = Instant::now();
@@ -942,6 +936,7 @@ fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     assert!(matches!(c.till.acquire(), Err(Error::LeaseHeld { .. })));
     c.takeover();
     assert_eq!(c.node().info().node_id, node_id);
+    eprintln!("C set back: {:?}", c.node().alignment());
     let _ = customer.disconnect(node_id);
     reconnect(&customer, &c);
     // The sale in flight when B died ends one way or the other; nothing acknowledged is lost.
