@@ -227,7 +227,15 @@ impl Till {
         let device = device_id(&log)?;
         let remote = remote(&keys, &config.backup)?;
         let replica = Replica::new(Arc::clone(&log), remote, device);
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // A runtime with a worker thread of its own, not a current-thread one: the replicator
+        // shares this remote's HTTP connection pool, and a connection's I/O runs on the runtime
+        // that opened it. On a current-thread runtime, driven only inside `block_on`, the
+        // connections `acquire` opened stalled whenever the replicator picked one while nothing
+        // was blocking on this runtime (while the node was being built, say): each such upload
+        // waited out its timeout, and a takeover took 40 s instead of 40 ms.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("till-runtime")
             .enable_all()
             .build()
             .map_err(|e| Error::Build(format!("cannot build the till's runtime: {e}")))?;

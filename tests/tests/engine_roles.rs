@@ -791,11 +791,27 @@ struct ChildMaster {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for another, for [`ChildMaster::drain`].
+    seen: Vec<String>,
 }
 
 impl ChildMaster {
     fn start(env: &Env, keys: &Keys, dir: &Path, listen: &SocketAddress) -> ChildMaster {
-        let mut child = Command::new(master_binary())
+        Self::try_start(env, keys, dir, listen, false)
+            .unwrap_or_else(|e| panic!("the master process failed: {e}"))
+    }
+
+    /// Starts a master process; with `takeover`, it takes the lease over from a lost device if
+    /// another holds it. Fails with the process's error line if it exits before `ready`.
+    fn try_start(
+        env: &Env,
+        keys: &Keys,
+        dir: &Path,
+        listen: &SocketAddress,
+        takeover: bool,
+    ) -> Result<ChildMaster, String> {
+        let mut command = Command::new(master_binary());
+        command
             .env("TILL_ROLES_LOG", dir.join("till.redb"))
             .env("TILL_ROLES_STORAGE", dir.join("ldk"))
             .env("TILL_ROLES_LISTEN", listen.to_string())
@@ -805,9 +821,11 @@ impl ChildMaster {
             .env("TILL_ROLES_MNEMONIC", keys.phrase().as_str())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning the master process");
+            .stderr(Stdio::inherit());
+        if takeover {
+            command.env("TILL_ROLES_TAKEOVER", "1");
+        }
+        let mut child = command.spawn().expect("spawning the master process");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -823,12 +841,28 @@ impl ChildMaster {
             child,
             stdin,
             lines,
+            seen: Vec::new(),
         };
-        master.expect("ready");
-        master
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match master.lines.recv_timeout(left) {
+                Ok(line) if line == "ready" => return Ok(master),
+                Ok(line) if line.starts_with("error") => {
+                    let _ = master.child.wait();
+                    return Err(line);
+                }
+                Ok(line) => master.seen.push(line),
+                Err(e) => {
+                    let _ = master.child.kill();
+                    let _ = master.child.wait();
+                    return Err(format!("no `ready` from the master process: {e}"));
+                }
+            }
+        }
     }
 
-    /// The next line starting with `prefix` (after it), skipping others.
+    /// The next line starting with `prefix` (after it); other lines are kept in `seen`.
     fn expect(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -844,7 +878,21 @@ impl ChildMaster {
                 !line.starts_with("error"),
                 "the master process failed: {line}"
             );
+            self.seen.push(line);
         }
+    }
+
+    /// Sends a command line.
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("the master process reads commands");
+    }
+
+    /// Every line the process printed so far that no `expect` consumed, without waiting.
+    fn drain(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        std::mem::take(&mut self.seen)
     }
 
     fn invoice(&mut self, sats: u64) -> Bolt11Invoice {
@@ -855,16 +903,23 @@ impl ChildMaster {
     /// Received payments the master acknowledged so far (printed after its event loop recorded
     /// them), without waiting.
     fn acknowledged(&mut self, into: &mut Vec<String>) {
-        while let Ok(line) = self.lines.try_recv() {
+        for line in self.drain() {
             if let Some(id) = line.strip_prefix("received ") {
                 into.push(id.to_owned());
             }
         }
     }
 
-    fn kill(mut self) {
+    /// SIGKILLs the process; returns the lines it printed that were not read yet.
+    fn kill(mut self) -> Vec<String> {
         self.child.kill().expect("SIGKILL the master");
         self.child.wait().unwrap();
+        let mut rest = std::mem::take(&mut self.seen);
+        // The reader thread ends at the pipe's end, closing the channel.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            rest.push(line);
+        }
+        rest
     }
 }
 
@@ -924,7 +979,7 @@ fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     }
     std::thread::sleep(Duration::from_millis(30));
     b.acknowledged(&mut acked);
-    b.kill();
+    let _ = b.kill();
     eprintln!(
         "B killed with {} acknowledged sales after {:?}",
         acked.len(),
@@ -963,4 +1018,461 @@ fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     assert_channel_open(&customer, &channel);
     let _ = sent;
     eprintln!("done after {:?}", started.elapsed());
+}
+
+/// What the chaos test saw, over all rounds.
+#[derive(Debug, Default)]
+struct ChaosCounts {
+    rounds: usize,
+    killed_while_customer_pays: usize,
+    killed_while_merchant_pays: usize,
+    killed_during_handoff: usize,
+    killed_right_after_a_sale: usize,
+    new_device_restores: usize,
+    old_device_takeovers: usize,
+    old_device_forked: usize,
+    monitors_set_back: usize,
+    sales_succeeded: usize,
+    sales_failed: usize,
+    refunds_succeeded: usize,
+    refunds_failed: usize,
+    force_closes: usize,
+}
+
+/// The customer's side of the story: every payment it saw complete, by payment id.
+#[derive(Default)]
+struct CustomerLedger {
+    /// Customer -> merchant, succeeded at the customer.
+    sent: Vec<(String, u64)>,
+    /// Customer -> merchant, failed at the customer.
+    failed: HashSet<String>,
+    /// Merchant -> customer, received by the customer.
+    received: Vec<(String, u64)>,
+    closed: Vec<String>,
+}
+
+impl CustomerLedger {
+    /// Takes in every event the customer has queued, without waiting.
+    fn poll(&mut self, customer: &TestNode) {
+        while let Some(event) = customer.next_event() {
+            match &event {
+                Event::PaymentSuccessful {
+                    payment_id: Some(id),
+                    ..
+                } => {
+                    let amount = customer
+                        .payment(id)
+                        .and_then(|p| p.amount_msat)
+                        .unwrap_or(0);
+                    self.sent.push((hex(&id.0), amount / 1000));
+                }
+                Event::PaymentFailed {
+                    payment_id: Some(id),
+                    ..
+                } => {
+                    self.failed.insert(hex(&id.0));
+                }
+                Event::PaymentReceived {
+                    payment_id: Some(id),
+                    amount_msat,
+                    ..
+                } => self.received.push((hex(&id.0), amount_msat / 1000)),
+                Event::ChannelClosed { channel_id, .. } => self.closed.push(channel_id.to_string()),
+                _ => {}
+            }
+            customer.event_handled().unwrap();
+        }
+    }
+
+    /// What the merchant's lightning balance must be, from the customer's view.
+    fn merchant_sats(&self, start: u64) -> u64 {
+        let sent: u64 = self.sent.iter().map(|(_, sats)| sats).sum();
+        let received: u64 = self.received.iter().map(|(_, sats)| sats).sum();
+        start + sent - received
+    }
+
+    fn customer_pending(&self, customer: &TestNode) -> usize {
+        customer
+            .list_payments()
+            .iter()
+            .filter(|p| {
+                p.direction == PaymentDirection::Outbound && p.status == PaymentStatus::Pending
+            })
+            .count()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Connects the customer to the master process and waits until the channel is usable.
+fn reconnect_child(customer: &TestNode, node_id: PublicKey, listen: &SocketAddress) {
+    let _ = customer.disconnect(node_id);
+    wait_until("the channel to be usable again", || {
+        let connected = customer
+            .list_peers()
+            .iter()
+            .any(|p| p.node_id == node_id && p.is_connected);
+        if !connected {
+            let _ = customer.connect(node_id, listen.clone(), false);
+            return false;
+        }
+        customer.list_channels().iter().all(|c| c.is_usable)
+    });
+}
+
+/// Issue 9's chaos test. Rounds of a merchant taking and making payments while its master
+/// process is SIGKILLed at a random moment: while the customer pays, while the merchant pays,
+/// right after a sale (during its upload), or during a handoff. Then a device takes over: a new
+/// one restored from the mnemonic, or an older one whose log is behind (or forked, when it died
+/// with events the server never got; it is then restored as `till` tells the merchant to).
+/// After every round: every payment the customer or the merchant saw complete is in the new
+/// master's balance, the customer's channel is open (no force close), and the new master's log
+/// verifies locally and against the server.
+///
+/// `TILL_CHAOS_ROUNDS` (default 100) and `TILL_CHAOS_SEED` (default random, printed) set the run.
+#[test]
+fn chaos_the_master_is_killed_at_random_moments() {
+    use rand::{Rng, SeedableRng};
+    let rounds: usize = std::env::var("TILL_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
+    let seed: u64 = std::env::var("TILL_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("chaos: {rounds} rounds, TILL_CHAOS_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let env = env();
+    let Shop {
+        merchant: a,
+        keys,
+        customer,
+        channel,
+    } = shop(&env, None);
+    let node_id: PublicKey = a.node().info().node_id;
+    let start_sats = a.lightning_sats();
+    a.till.handoff().expect("A hands off");
+    drop(a);
+
+    let mut counts = ChaosCounts::default();
+    let mut ledger = CustomerLedger::default();
+    // What the merchant's processes printed as completed, over all rounds.
+    let mut merchant_received: HashSet<String> = HashSet::new();
+    let mut merchant_sent: HashSet<String> = HashSet::new();
+    let mut merchant_failed: HashSet<String> = HashSet::new();
+    let mut devices: Vec<tempfile::TempDir> = Vec::new();
+    let mut master: Option<(ChildMaster, SocketAddress)> = None;
+
+    for round in 0..rounds {
+        // A device becomes master: the first round, or after the kill.
+        let (mut m, listen) = match master.take() {
+            Some(running) => running,
+            None => {
+                let listen = free_address();
+                let reuse = !devices.is_empty() && rng.gen_bool(0.3);
+                let index = if reuse {
+                    rng.gen_range(0..devices.len())
+                } else {
+                    devices.push(tempfile::tempdir().unwrap());
+                    devices.len() - 1
+                };
+                let dir = devices[index].path().to_owned();
+                let m = match ChildMaster::try_start(&env, &keys, &dir, &listen, true) {
+                    Ok(m) => {
+                        if reuse {
+                            counts.old_device_takeovers += 1;
+                        } else {
+                            counts.new_device_restores += 1;
+                        }
+                        m
+                    }
+                    Err(e) if reuse && e.contains("never reached the server") => {
+                        // What `till` tells the merchant: restore this device from the backup.
+                        counts.old_device_forked += 1;
+                        std::fs::remove_dir_all(&dir).unwrap();
+                        std::fs::create_dir_all(&dir).unwrap();
+                        ChildMaster::try_start(&env, &keys, &dir, &listen, true)
+                            .unwrap_or_else(|e| panic!("round {round}: restore failed: {e}"))
+                    }
+                    Err(e) => panic!("round {round}: the new master failed: {e}"),
+                };
+                (m, listen)
+            }
+        };
+        for line in m.drain() {
+            if line.starts_with("aligned Some") {
+                counts.monitors_set_back += 1;
+            }
+            note_merchant_line(
+                &line,
+                &mut merchant_received,
+                &mut merchant_sent,
+                &mut merchant_failed,
+            );
+        }
+        let up = started.elapsed();
+        reconnect_child(&customer, node_id, &listen);
+        let connected = started.elapsed();
+
+        // Everything in flight from the last round settles, and the books agree.
+        let mut balance = 0;
+        wait_until("the last round's payments to settle on both sides", || {
+            ledger.poll(&customer);
+            if ledger.customer_pending(&customer) > 0 {
+                return false;
+            }
+            m.send("balance");
+            balance = m.expect("balance ").parse().unwrap();
+            balance == ledger.merchant_sats(start_sats)
+        });
+        for line in m.drain() {
+            note_merchant_line(
+                &line,
+                &mut merchant_received,
+                &mut merchant_sent,
+                &mut merchant_failed,
+            );
+        }
+        let settled = started.elapsed();
+        check_round(
+            round,
+            &ledger,
+            &merchant_received,
+            &merchant_sent,
+            &channel,
+            &customer,
+        );
+        m.send("verify");
+        let verified = m.expect("verified ");
+        assert!(
+            in_step_with_the_server(&verified),
+            "round {round}: the new master's log against the server: {verified}"
+        );
+
+        // This round's traffic, and the kill.
+        let delay = Duration::from_millis(rng.gen_range(0..400));
+        let merchant_has = balance;
+        let mode = rng.gen_range(0..4u8);
+        let mode = if matches!(mode, 1 | 2) && merchant_has < 40_000 {
+            0 // too little on the merchant's side to pay back: the customer pays
+        } else {
+            mode
+        };
+        match mode {
+            0 | 3 if merchant_has < CAPACITY_SATS - 100_000 => {
+                let sales = if mode == 3 { 1 } else { rng.gen_range(1..=3) };
+                for i in 0..sales {
+                    let sats = rng.gen_range(2_000..15_000u64);
+                    m.send(&format!("invoice {}", sats * 1000));
+                    let invoice = till_engine::parse_invoice(&m.expect("invoice ")).unwrap();
+                    wait_until("the customer to be able to pay", || {
+                        can_send(&customer.list_channels(), sats * 1000)
+                    });
+                    customer
+                        .bolt11_payment()
+                        .send(&invoice, None)
+                        .expect("the customer pays");
+                    if i + 1 < sales {
+                        std::thread::sleep(Duration::from_millis(rng.gen_range(0..200)));
+                    }
+                }
+                if mode == 3 {
+                    // Killed as the merchant acknowledges the sale: its upload is in flight.
+                    let _ = m.expect("received ");
+                    std::thread::sleep(Duration::from_millis(rng.gen_range(0..30)));
+                    counts.killed_right_after_a_sale += 1;
+                } else {
+                    std::thread::sleep(delay);
+                    counts.killed_while_customer_pays += 1;
+                }
+            }
+            0..=2 => {
+                if mode == 2 {
+                    m.send("handoff");
+                    std::thread::sleep(delay);
+                    counts.killed_during_handoff += 1;
+                } else {
+                    let sats = rng.gen_range(2_000..15_000u64).min(merchant_has / 2);
+                    merchant_starts_paying(&mut m, &customer, sats);
+                    std::thread::sleep(delay);
+                    counts.killed_while_merchant_pays += 1;
+                }
+            }
+            _ => {
+                // The merchant holds most of the channel: it pays back instead.
+                let sats = rng.gen_range(2_000..15_000u64);
+                merchant_starts_paying(&mut m, &customer, sats);
+                std::thread::sleep(delay);
+                counts.killed_while_merchant_pays += 1;
+            }
+        }
+        for line in m.kill() {
+            note_merchant_line(
+                &line,
+                &mut merchant_received,
+                &mut merchant_sent,
+                &mut merchant_failed,
+            );
+        }
+        counts.rounds += 1;
+        eprintln!(
+            "chaos round {round} done after {:?} (mode {mode}, delay {delay:?}; master up at \
+             {up:?}, customer connected at {connected:?}, settled at {settled:?})",
+            started.elapsed()
+        );
+    }
+
+    // One last device takes over and settles the last round.
+    let listen = free_address();
+    devices.push(tempfile::tempdir().unwrap());
+    let dir = devices.last().unwrap().path().to_owned();
+    let mut m = ChildMaster::try_start(&env, &keys, &dir, &listen, true)
+        .unwrap_or_else(|e| panic!("the last master failed: {e}"));
+    counts.new_device_restores += 1;
+    reconnect_child(&customer, node_id, &listen);
+    wait_until("the last round's payments to settle on both sides", || {
+        ledger.poll(&customer);
+        if ledger.customer_pending(&customer) > 0 {
+            return false;
+        }
+        m.send("balance");
+        let balance: u64 = m.expect("balance ").parse().unwrap();
+        balance == ledger.merchant_sats(start_sats)
+    });
+    for line in m.drain() {
+        if line.starts_with("aligned Some") {
+            counts.monitors_set_back += 1;
+        }
+        note_merchant_line(
+            &line,
+            &mut merchant_received,
+            &mut merchant_sent,
+            &mut merchant_failed,
+        );
+    }
+    check_round(
+        rounds,
+        &ledger,
+        &merchant_received,
+        &merchant_sent,
+        &channel,
+        &customer,
+    );
+    m.send("verify");
+    let verified = m.expect("verified ");
+    assert!(
+        in_step_with_the_server(&verified),
+        "the last master's log against the server: {verified}"
+    );
+    let _ = m.kill();
+
+    counts.sales_succeeded = ledger.sent.len();
+    counts.refunds_succeeded = ledger.received.len();
+    counts.sales_failed = ledger.failed.len();
+    counts.refunds_failed = merchant_failed.len();
+    counts.force_closes = ledger.closed.len();
+    eprintln!("chaos counts after {:?}: {counts:#?}", started.elapsed());
+    assert_eq!(counts.rounds, rounds);
+    assert_eq!(counts.force_closes, 0);
+    assert!(
+        counts.sales_succeeded + counts.refunds_succeeded > 0,
+        "no payment completed in {rounds} rounds: the test did not exercise anything"
+    );
+}
+
+/// Has the master process start paying a new invoice of the customer's, retrying while the
+/// channel is not usable from its side yet.
+fn merchant_starts_paying(m: &mut ChildMaster, customer: &TestNode, sats: u64) {
+    let invoice = customer_invoice(customer, sats.max(1_000));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        m.send(&format!("pay {invoice}"));
+        let deadline_line = Instant::now() + WAIT;
+        let answer = loop {
+            let line = m
+                .lines
+                .recv_timeout(deadline_line.saturating_duration_since(Instant::now()))
+                .expect("the master process answers `pay`");
+            if line.starts_with("paying ") || line.starts_with("not-paying ") {
+                break line;
+            }
+            assert!(
+                !line.starts_with("error"),
+                "the master process failed: {line}"
+            );
+            m.seen.push(line);
+        };
+        if answer.starts_with("paying ") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the merchant never could pay: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether a live master's `verify` answer shows its log in step with the server: equal, ahead
+/// (not shipped yet), or behind with the server's history checked to match at the local head (the
+/// master shipped more between the two reads).
+fn in_step_with_the_server(verified: &str) -> bool {
+    verified.starts_with("InSync")
+        || verified.starts_with("Ahead")
+        || (verified.starts_with("Behind") && verified.contains("checked: true"))
+}
+
+/// Records what a merchant process printed as completed.
+fn note_merchant_line(
+    line: &str,
+    received: &mut HashSet<String>,
+    sent: &mut HashSet<String>,
+    failed: &mut HashSet<String>,
+) {
+    if let Some(id) = line.strip_prefix("received ") {
+        received.insert(id.to_owned());
+    } else if let Some(id) = line.strip_prefix("sent ") {
+        sent.insert(id.to_owned());
+    } else if let Some(id) = line.strip_prefix("failed ") {
+        failed.insert(id.to_owned());
+    } else if let Some(channel) = line.strip_prefix("closed ") {
+        panic!("the merchant's channel {channel} closed");
+    }
+}
+
+/// After a round settled: everything either side saw complete is on both sides, and the
+/// customer's channel is open.
+fn check_round(
+    round: usize,
+    ledger: &CustomerLedger,
+    merchant_received: &HashSet<String>,
+    merchant_sent: &HashSet<String>,
+    channel: &ldk_node::ChannelDetails,
+    customer: &TestNode,
+) {
+    assert!(
+        ledger.closed.is_empty(),
+        "round {round}: the customer's channel closed: {:?}",
+        ledger.closed
+    );
+    let customer_sent: HashSet<&str> = ledger.sent.iter().map(|(id, _)| id.as_str()).collect();
+    let customer_received: HashSet<&str> =
+        ledger.received.iter().map(|(id, _)| id.as_str()).collect();
+    for id in merchant_received {
+        assert!(
+            customer_sent.contains(id.as_str()),
+            "round {round}: the merchant acknowledged sale {id}, which the customer never saw succeed"
+        );
+    }
+    for id in merchant_sent {
+        assert!(
+            customer_received.contains(id.as_str()),
+            "round {round}: the merchant's payment {id} succeeded, but the customer never received it"
+        );
+    }
+    assert_channel_open(customer, channel);
 }

@@ -3,9 +3,19 @@
 //! Configured from the environment: `TILL_ROLES_LOG` (log file; restored from the server when it
 //! does not exist yet), `TILL_ROLES_STORAGE`, `TILL_ROLES_LISTEN`, `TILL_ROLES_ESPLORA`,
 //! `TILL_ROLES_VSS`, `TILL_ROLES_TOKEN`, `TILL_ROLES_MNEMONIC` (never printed). Acquires the
-//! lease, starts the node and prints `ready`. Then reads commands from stdin:
-//! `invoice MSAT` prints `invoice BOLT11`. Prints `received PAYMENT_ID` once the till's event
-//! loop has recorded a received payment. Errors print `error ...` and exit 1.
+//! lease (with `TILL_ROLES_TAKEOVER` set, takes it over from a lost device when another holds
+//! it), starts the node, prints `aligned ...` (what the build set back in the channel monitors)
+//! and `ready`. Then reads commands from stdin:
+//! - `invoice MSAT` prints `invoice BOLT11`;
+//! - `pay BOLT11` starts paying and prints `paying PAYMENT_ID` (the outcome comes as an event),
+//!   or `not-paying REASON` when it cannot start;
+//! - `handoff` hands the till off and prints `handed-off`;
+//! - `balance` prints `balance SATS` (lightning);
+//! - `verify` checks the local chain against the server's head and prints `verified STATUS`.
+//!
+//! Events: `received PAYMENT_ID` once the till's event loop recorded a received payment, `sent
+//! PAYMENT_ID` and `failed PAYMENT_ID` for its own payments, `closed CHANNEL_ID` for a closed
+//! channel. Errors print `error ...` and exit 1.
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -13,7 +23,10 @@ use std::time::Duration;
 
 use ldk_node::Event;
 use ldk_node::bitcoin::Network;
-use till_engine::{BackupConfig, Keys, NodeConfig, ReplicatorConfig, Till, TillConfig};
+use till_engine::{
+    Audit, BackupConfig, Error, Keys, NodeConfig, ReplicatorConfig, TakeoverConfirmed, Till,
+    TillConfig,
+};
 use till_vss::{ClientConfig, RetryPolicy};
 
 fn var(name: &str) -> String {
@@ -48,6 +61,7 @@ fn main() {
             ..RetryPolicy::default()
         },
     };
+    let remote = till_engine::remote(&keys, &backup).unwrap_or_else(|e| fail(&e.to_string()));
     let mut config = TillConfig::new(node, backup);
     config.replicator = ReplicatorConfig {
         backoff_max: Duration::from_millis(500),
@@ -59,18 +73,33 @@ fn main() {
         Till::restore(&log, keys, config, |_| {})
     }
     .unwrap_or_else(|e| fail(&e.to_string()));
-    till.acquire().unwrap_or_else(|e| fail(&e.to_string()));
+    let acquired = match till.acquire() {
+        Err(Error::LeaseHeld { .. }) if std::env::var_os("TILL_ROLES_TAKEOVER").is_some() => {
+            till.takeover(TakeoverConfirmed::confirmed_by_user())
+        }
+        other => other,
+    };
+    acquired.unwrap_or_else(|e| fail(&e.to_string()));
     let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
+    println!("aligned {:?}", node.alignment());
     let mut events = node.subscribe();
     std::thread::spawn(move || {
         while let Ok(event) = events.blocking_recv() {
-            if let Event::PaymentReceived {
-                payment_id: Some(id),
-                ..
-            } = event
-            {
-                let hex: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
-                println!("received {hex}");
+            match event {
+                Event::PaymentReceived {
+                    payment_id: Some(id),
+                    ..
+                } => println!("received {}", hex(&id.0)),
+                Event::PaymentSuccessful {
+                    payment_id: Some(id),
+                    ..
+                } => println!("sent {}", hex(&id.0)),
+                Event::PaymentFailed {
+                    payment_id: Some(id),
+                    ..
+                } => println!("failed {}", hex(&id.0)),
+                Event::ChannelClosed { channel_id, .. } => println!("closed {channel_id}"),
+                _ => {}
             }
         }
     });
@@ -78,18 +107,50 @@ fn main() {
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap_or_else(|e| fail(&e.to_string()));
         let mut words = line.split_whitespace();
-        match (
-            words.next(),
-            words.next().and_then(|w| w.parse::<u64>().ok()),
-        ) {
+        match (words.next(), words.next()) {
             (Some("invoice"), Some(msat)) => {
+                let msat = msat
+                    .parse()
+                    .unwrap_or_else(|_| fail(&format!("not an amount: {msat}")));
                 let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
                 let invoice = node
                     .create_invoice(msat, "sale", 600)
                     .unwrap_or_else(|e| fail(&e.to_string()));
                 println!("invoice {}", invoice.invoice);
             }
+            (Some("pay"), Some(invoice)) => {
+                let invoice =
+                    till_engine::parse_invoice(invoice).unwrap_or_else(|e| fail(&e.to_string()));
+                let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
+                match node.pay(&invoice, None) {
+                    Ok(id) => println!("paying {}", hex(&id.0)),
+                    // Not fatal: the channel may not be usable from this side yet.
+                    Err(e) => println!("not-paying {e}"),
+                }
+            }
+            (Some("handoff"), None) => {
+                till.handoff().unwrap_or_else(|e| fail(&e.to_string()));
+                println!("handed-off");
+            }
+            (Some("balance"), None) => {
+                let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
+                println!("balance {}", node.balances().lightning_sats);
+            }
+            (Some("verify"), None) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                let check = runtime
+                    .block_on(Audit::new(till.log()).verify_remote(&remote))
+                    .unwrap_or_else(|e| fail(&e.to_string()));
+                println!("verified {:?}", check.status);
+            }
             _ => fail(&format!("unknown command {line:?}")),
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
