@@ -122,3 +122,96 @@ fn an_invitation_redeems_once_and_not_after_it_expires() {
         );
     });
 }
+
+/// Issue 7 on redb: `invite create --data-dir` while a server runs on that directory (which holds
+/// the store file locked) is answered by the server through `<data-dir>/admin.sock`, mode 0600;
+/// the link, built on the server's own public URL when none is given, redeems on that server.
+/// Killed, the server leaves a stale socket: `invite create` then opens the file itself, and the
+/// restarted server redeems that link too.
+#[test]
+fn an_invitation_is_created_while_the_redb_server_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = server_binary();
+    let data = dir.path().join("data");
+    let store = StoreArg::DataDir(data.clone());
+    let mut server = TillServer::start(&binary, store.clone(), &["--public-url", PUBLIC_URL]);
+    let socket = data.join("admin.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("the running server's admin socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's user may use it");
+
+    // No --public-url (and no TILL_PUBLIC_URL): the running server's own.
+    let output = std::process::Command::new(&binary)
+        .args(["invite", "create", "--store", "cafe", "--data-dir"])
+        .arg(&data)
+        .env_remove("TILL_PUBLIC_URL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "invite create while the server runs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let link = stdout.lines().last().unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("{PUBLIC_URL}/invite/")) && !link.contains(' '),
+        "the link, alone on the last line, on the server's URL: {stdout:?}"
+    );
+    // An explicit --public-url is used as given.
+    let other = create_invite(&binary, &store, "cafe", "3600");
+    // A bad store name is refused with the reason, and nothing is created.
+    let output = std::process::Command::new(&binary)
+        .args(["invite", "create", "--store", "", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("it is empty"), "{stderr}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let code = link.rsplit('/').next().unwrap();
+        let (status, paired) = redeem(&server, code, &"e1".repeat(16)).await;
+        assert_eq!(status, 200, "{paired}");
+        assert_eq!(paired["store"], "cafe");
+        let token = paired["token"].as_str().unwrap();
+        let list = reqwest::Client::new()
+            .get(format!("{}/api/v1/stores/cafe/invoices", server.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            list.status().as_u16(),
+            200,
+            "the paired device's token works"
+        );
+        let (status, paired) = redeem(&server, &other, &"e2".repeat(16)).await;
+        assert_eq!(status, 200, "{paired}");
+        // Single use holds for these too.
+        let (status, _) = redeem(&server, code, &"e3".repeat(16)).await;
+        assert_eq!(status, 410);
+    });
+
+    // Killed (SIGKILL), the server leaves its socket behind; nobody listens on it, so invite
+    // create opens the store file itself.
+    server.kill();
+    assert!(socket.exists(), "a killed server leaves a stale socket");
+    let offline = create_invite(&binary, &store, "cafe", "3600");
+    server.restart();
+    runtime.block_on(async {
+        let (status, paired) = redeem(&server, &offline, &"e4".repeat(16)).await;
+        assert_eq!(status, 200, "{paired}");
+    });
+    // The restarted server listens on the socket again.
+    let again = create_invite(&binary, &store, "cafe", "3600");
+    runtime.block_on(async {
+        let (status, paired) = redeem(&server, &again, &"e5".repeat(16)).await;
+        assert_eq!(status, 200, "{paired}");
+    });
+}

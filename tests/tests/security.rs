@@ -11,6 +11,8 @@
 //!   another user's store, and that store is unchanged afterwards;
 //! - the server's limits hold under abuse (body size, items per put, page size, key and store id
 //!   lengths, 500 held connections);
+//! - slow, silent, idle and excess connections are closed (header and idle timeouts, the
+//!   connection cap) while event streams and the hub stay open;
 //! - no token appears in the server's log.
 //!
 //! No test prints a token: assertion messages name what was searched for, never its value.
@@ -1255,4 +1257,366 @@ async fn no_token_in_any_log() {
         text.len(),
         pg_log.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection limits: header and idle timeouts, the connection cap.
+// ---------------------------------------------------------------------------------------------
+
+/// Reads `stream` until the server closes it (end of file, or an error such as a reset) and
+/// returns how long after `since` that was, and what was read; panics if it is still open `bound`
+/// after `since`.
+async fn wait_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    since: Instant,
+    bound: Duration,
+    what: &str,
+) -> (Duration, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Some(left) = bound.checked_sub(since.elapsed()) else {
+            panic!("{what}: still open {bound:?} later");
+        };
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => panic!("{what}: still open {bound:?} later"),
+            Ok(Ok(0)) | Ok(Err(_)) => return (since.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// `GET /health`, kept alive, on a raw connection.
+fn health_request(addr: &str) -> String {
+    format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+}
+
+/// Reads one HTTP response (head and `Content-Length` body) and returns it; `None` if the server
+/// closed the connection first or said nothing within 10 s.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Some(text);
+            }
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Opens a connection, sends `GET /health` kept alive and returns it after the 200; `None` if the
+/// server closed it without answering.
+async fn served_connection(addr: &str) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(health_request(addr).as_bytes())
+        .await
+        .ok()?;
+    let answer = read_response(&mut stream).await?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Some(stream)
+}
+
+async fn health_status(server: &TillServer) -> Result<u16, reqwest::Error> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/health", server.url()))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+/// Slowloris: a client that connects and sends nothing, one that sends part of a head and stalls,
+/// and one that sends its head a byte every 100 ms without end are each closed within the header
+/// timeout (1 s here) of connecting, never answered, while a normal client is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_silent_request_head_is_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::redb();
+    let bin = server_binary();
+    let header_timeout = Duration::from_secs(1);
+    let server = TillServer::start(&bin, backend.store.clone(), &["--header-timeout-secs", "1"]);
+    let addr = server.addr().to_owned();
+    // The timeout, plus room for a loaded machine.
+    let bound = header_timeout + Duration::from_secs(3);
+
+    let silent_since = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let stalled_since = Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes())
+        .await
+        .unwrap();
+    let trickle_since = Instant::now();
+    let (mut trickle_read, mut trickle_write) = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap()
+        .into_split();
+    let trickler = tokio::spawn(async move {
+        let head = "GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+        let mut sent = 0usize;
+        for byte in head.bytes().chain(std::iter::repeat(b'a')) {
+            if trickle_write.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if sent > 200 {
+                break;
+            }
+        }
+        sent
+    });
+
+    // Meanwhile, a normal client is served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(health_status(&server).await.unwrap(), 200);
+
+    for (stream, since, what) in [
+        (&mut silent, silent_since, "a connection that sends nothing"),
+        (&mut stalled, stalled_since, "a connection stalled mid-head"),
+    ] {
+        let (after, got) = wait_closed(stream, since, bound, what).await;
+        eprintln!("{what}: closed by the server after {after:?}");
+        assert!(
+            after >= header_timeout,
+            "{what}: closed after {after:?}, before the header timeout"
+        );
+        assert!(
+            got.is_empty(),
+            "{what}: answered {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let (after, got) = wait_closed(
+        &mut trickle_read,
+        trickle_since,
+        bound,
+        "a connection sending a byte every 100 ms",
+    )
+    .await;
+    let sent = trickler.await.unwrap();
+    eprintln!("a byte every 100 ms: closed after {after:?}, {sent} bytes accepted");
+    assert!(after >= header_timeout && got.is_empty());
+    assert!(
+        sent < 60,
+        "the trickle kept going ({sent} bytes): a slow head is not extended by its bytes"
+    );
+
+    // The server still serves, a raw kept-alive connection as well as a client library.
+    assert_eq!(health_status(&server).await.unwrap(), 200);
+    assert!(served_connection(&addr).await.is_some());
+}
+
+/// With `--max-connections 8`: eight kept-alive connections are served; more are closed as soon as
+/// they open, never answered, while the eight are still served; once the eight close, the server
+/// serves eight new connections at once (no slot is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_the_server_serves_again_once_they_close() {
+    use tokio::io::AsyncWriteExt;
+    const MAX: usize = 8;
+    let backend = Backend::redb();
+    let bin = server_binary();
+    let server = TillServer::start(
+        &bin,
+        backend.store.clone(),
+        &["--max-connections", &MAX.to_string()],
+    );
+    let addr = server.addr().to_owned();
+
+    let mut held = Vec::new();
+    for i in 0..MAX {
+        held.push(
+            served_connection(&addr)
+                .await
+                .unwrap_or_else(|| panic!("connection {i} of {MAX} was not served")),
+        );
+    }
+
+    for i in 0..4 {
+        let since = Instant::now();
+        let mut excess = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // The write may already fail: the server closed it.
+        let _ = excess.write_all(health_request(&addr).as_bytes()).await;
+        let what = format!("connection {} over the limit", i + 1);
+        let (after, got) = wait_closed(&mut excess, since, Duration::from_secs(3), &what).await;
+        eprintln!("{what}: closed after {after:?}");
+        assert!(
+            got.is_empty(),
+            "{what}: answered {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(after < Duration::from_secs(2), "{what}: closed promptly");
+    }
+    assert!(
+        health_status(&server).await.is_err(),
+        "a client library is refused too while the server is full"
+    );
+
+    // The eight are still served.
+    for (i, stream) in held.iter_mut().enumerate() {
+        stream
+            .write_all(health_request(&addr).as_bytes())
+            .await
+            .unwrap();
+        let answer = read_response(stream)
+            .await
+            .unwrap_or_else(|| panic!("held connection {i} is no longer served"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    // Their clients close them: the server serves new connections again, all eight at once.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut again = Vec::new();
+    while again.len() < MAX {
+        match served_connection(&addr).await {
+            Some(stream) => again.push(stream),
+            None => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {MAX} new connections served 10 s after the old ones closed",
+                    again.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let since = Instant::now();
+    let mut ninth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = ninth.write_all(health_request(&addr).as_bytes()).await;
+    let (_, got) = wait_closed(&mut ninth, since, Duration::from_secs(3), "a ninth again").await;
+    assert!(got.is_empty(), "the limit still holds");
+}
+
+/// With `--idle-timeout-secs 1`: a kept-alive connection left idle after an answer is closed within
+/// about a second; one that keeps asking (every 300 ms for 3 s) is not; an event stream with
+/// nothing to say for 3 s (a request in progress) and the hub's WebSocket, quiet for 3 s, stay
+/// open and working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_but_busy_ones_streams_and_the_hub_stay_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::Message as Ws;
+    let backend = Backend::redb();
+    let bin = server_binary();
+    let token = add_user(&bin, &backend.store, "idler");
+    let idle_timeout = Duration::from_secs(1);
+    let server = TillServer::start(
+        &bin,
+        backend.store.clone(),
+        &["--idle-timeout-secs", "1", "--header-timeout-secs", "30"],
+    );
+    let addr = server.addr().to_owned();
+
+    // An event stream and the hub, opened first, checked after everything else.
+    let mut events = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    events
+        .write_all(
+            format!(
+                "GET /api/v1/stores/idler/invoices/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, events.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let mut request = format!("ws://{addr}/api/v1/hub")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut hub, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = json!({ "type": "hello", "v": 1, "store": "idler", "device_id": "c3".repeat(16) });
+    hub.send(Ws::text(hello.to_string())).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, hub.next()).await.unwrap();
+    assert!(
+        matches!(answer, Some(Ok(Ws::Text(_)))),
+        "the hub answers the hello: {answer:?}"
+    );
+
+    // Idle after an answer: closed.
+    let mut idle = served_connection(&addr).await.unwrap();
+    let since = Instant::now();
+    let (after, got) = wait_closed(
+        &mut idle,
+        since,
+        idle_timeout + Duration::from_secs(3),
+        "an idle kept-alive connection",
+    )
+    .await;
+    eprintln!("an idle kept-alive connection: closed {after:?} after its answer");
+    assert!(got.is_empty());
+    assert!(
+        after >= idle_timeout - Duration::from_millis(200),
+        "closed after {after:?}, well before the idle timeout"
+    );
+
+    // Busy for three idle timeouts: kept open and served.
+    let mut busy = served_connection(&addr).await.unwrap();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        busy.write_all(health_request(&addr).as_bytes())
+            .await
+            .unwrap();
+        let answer = read_response(&mut busy)
+            .await
+            .unwrap_or_else(|| panic!("a busy connection was closed at request {i}"));
+        assert!(answer.starts_with("HTTP/1.1 200"));
+    }
+
+    // The event stream, silent all this time (more than 3 s), is still open: a read waits.
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_millis(500), events.read(&mut buf)).await {
+        Err(_) => {}
+        Ok(result) => panic!("the event stream ended or spoke: {result:?}"),
+    }
+    // The hub's WebSocket, quiet as long, answers a ping.
+    hub.send(Ws::Ping(b"still there?".to_vec().into()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the hub answers the ping within 5 s");
+        match tokio::time::timeout(left, hub.next()).await {
+            Ok(Some(Ok(Ws::Pong(payload)))) => {
+                assert_eq!(&payload[..], b"still there?");
+                break;
+            }
+            Ok(Some(Ok(Ws::Text(_)))) | Ok(Some(Ok(Ws::Ping(_)))) => {}
+            other => panic!("the hub's WebSocket was closed: {other:?}"),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! details. Only the blake3 hash of an invitation code is stored.
 
 use crate::http::{App, JsonError};
-use crate::store::{Invite, RedeemError};
+use crate::store::{Invite, RedeemError, Storage};
 use crate::{Backend, Error, auth, open};
 use axum::Json;
 use axum::extract::State;
@@ -40,16 +40,46 @@ pub(crate) fn base_url(public_url: &str) -> String {
     public_url.trim_end_matches('/').to_owned()
 }
 
+/// The public URL links are built from when neither the caller nor a running server gives one.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
 /// Creates a single-use invitation to store `store` (created if new) valid for `ttl`, as a link
 /// under `public_url`.
+///
+/// On redb, when a server runs on the data directory (which holds the store's file locked), the
+/// invitation is created by that server, through its admin socket (`<data-dir>/admin.sock`), and
+/// `public_url` defaults to the server's own; otherwise the store is opened here and `public_url`
+/// defaults to [`DEFAULT_PUBLIC_URL`].
 pub async fn create_invite(
     backend: &Backend,
+    store: &str,
+    public_url: Option<&str>,
+    ttl: Duration,
+) -> Result<Invitation, Error> {
+    crate::check_store_name(store)?;
+    if let Backend::Redb { data_dir } = backend
+        && let Some(answer) = crate::admin::request_invite(data_dir, store, public_url, ttl).await
+    {
+        return answer;
+    }
+    let storage = open(backend).await?;
+    create_in(
+        storage.as_ref(),
+        store,
+        public_url.unwrap_or(DEFAULT_PUBLIC_URL),
+        ttl,
+    )
+    .await
+}
+
+/// Creates the invitation in an open store.
+pub(crate) async fn create_in(
+    storage: &dyn Storage,
     store: &str,
     public_url: &str,
     ttl: Duration,
 ) -> Result<Invitation, Error> {
     crate::check_store_name(store)?;
-    let storage = open(backend).await?;
     let user = storage
         .user_by_name(store, true)
         .await?
@@ -59,7 +89,9 @@ pub async fn create_invite(
     let mut bytes = [0u8; CODE_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let code = auth::hex(&bytes);
-    let expires_at_ms = crate::invoices::now_ms() + ttl.as_millis() as i64;
+    // An absurd lifetime means "never", not an overflow into the past.
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let expires_at_ms = crate::invoices::now_ms().saturating_add(ttl_ms);
     storage
         .create_invite(
             code_hash(&code),

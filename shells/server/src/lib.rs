@@ -28,10 +28,20 @@
 //! - the store API (`shells/server/openapi.yaml`): invoices created through the master and tracked
 //!   here as new, paid or expired, with a server-sent event stream of changes; pay, refund,
 //!   balances and payments for owner tokens;
-//! - invitations ([`create_invite`]): a single-use, expiring link that pairs a device;
+//! - invitations ([`create_invite`]): a single-use, expiring link that pairs a device; on redb, a
+//!   running server creates them for `till-server invite create` through its admin socket,
+//!   `<data-dir>/admin.sock` (mode 0600, its own OS user only, invitations only);
 //! - the point-of-sale page at `/pos/{store}`, served entirely by the server.
+//!
+//! The HTTP server bounds what a client can hold (issue 9): a request head must arrive whole within
+//! [`ServeConfig::header_timeout`], a connection with nothing in progress is closed after
+//! [`ServeConfig::idle_timeout`], and at most [`ServeConfig::max_connections`] connections are open
+//! at once (more are closed as soon as they are accepted). Requests in progress, event streams and
+//! the hub's WebSockets are not timed out by these.
 
+mod admin;
 mod auth;
+mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
@@ -50,7 +60,7 @@ use std::time::Duration;
 use store::{CreateUserError, Storage};
 
 pub use hub::HUB_PROTOCOL_VERSION;
-pub use invite::{DEFAULT_INVITE_TTL, Invitation, create_invite};
+pub use invite::{DEFAULT_INVITE_TTL, DEFAULT_PUBLIC_URL, Invitation, create_invite};
 pub use store::{Role, StoreError};
 
 /// How often the hub pings each device by default; three missed pings close the connection.
@@ -62,6 +72,18 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// mainnet) as one object, and a put may carry up to 1000 items; the limit bounds what one request
 /// can make the server buffer.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default `--header-timeout-secs`: a request head must arrive whole within 10 s of its first
+/// byte (of the connection's accept, for its first request), however slowly its bytes come.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `--idle-timeout-secs`: a kept-alive connection with nothing in progress is closed
+/// after 120 s, longer than common clients keep idle connections (reqwest: 90 s), so a client
+/// closes first and never sends a request on a connection the server is closing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default `--max-connections`: 1024 open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// File descriptors the server needs besides its connections (store, listeners, database pool).
+const FD_RESERVE: u64 = 64;
 
 /// Where the objects live.
 #[derive(Clone)]
@@ -114,6 +136,15 @@ pub struct ServeConfig {
     pub heartbeat: Duration,
     /// How long a command waits for the master's answer.
     pub command_timeout: Duration,
+    /// A request head must arrive whole within this long of its first byte (of the connection's
+    /// accept, for its first request), or the connection is closed: a client sending its headers a
+    /// byte at a time, or nothing, cannot hold a socket.
+    pub header_timeout: Duration,
+    /// A connection with no request in progress and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// At most this many connections (WebSockets included) are open at once; more are closed as
+    /// soon as they are accepted, and the server serves again as soon as some close.
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
@@ -128,6 +159,9 @@ impl ServeConfig {
             node_address: None,
             heartbeat: DEFAULT_HEARTBEAT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -171,6 +205,15 @@ pub enum Error {
     /// The HTTP server failed while running.
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The server running on the data directory could not be asked through its admin socket, or
+    /// refused.
+    #[error("the till-server running on this data directory ({}): {detail}", path.display())]
+    Admin {
+        /// The admin socket.
+        path: PathBuf,
+        /// What went wrong, or the server's answer.
+        detail: String,
+    },
 }
 
 async fn open(backend: &Backend) -> Result<Arc<dyn Storage>, Error> {
@@ -235,8 +278,50 @@ pub async fn add_user(backend: &Backend, name: &str) -> Result<String, Error> {
 
 /// A server bound to its address, ready to [`run`](Server::run).
 pub struct Server {
+    /// Dropped first: the socket file goes while the store is still held.
+    admin: Option<admin::AdminSocket>,
     listener: tokio::net::TcpListener,
     app: Arc<http::App>,
+    limits: conn::Limits,
+}
+
+/// Says so on stderr when the process may open fewer files than `max_connections` connections
+/// need, since accepting then fails (Linux; elsewhere silent).
+fn check_open_file_limit(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<u64>().ok());
+    if let Some(soft) = soft
+        && soft < (max_connections as u64).saturating_add(FD_RESERVE)
+    {
+        eprintln!(
+            "till-server: this process may open {soft} files, fewer than --max-connections \
+             {max_connections} and {FD_RESERVE} more need; raise the limit (ulimit -n, systemd's \
+             LimitNOFILE) or lower --max-connections"
+        );
+    }
+}
+
+/// The admin task of a running server, stopped when dropped.
+struct AdminTask(tokio::task::JoinHandle<()>);
+
+impl AdminTask {
+    /// Stops the task and waits for it, so its socket file is gone on return.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AdminTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Server {
@@ -250,6 +335,22 @@ impl Server {
                 source,
             })?;
         let local = listener.local_addr().map_err(Error::Serve)?;
+        check_open_file_limit(config.max_connections);
+        let admin = match &config.backend {
+            Backend::Redb { data_dir } => match admin::AdminSocket::bind(data_dir) {
+                Ok(socket) => Some(socket),
+                // Serving matters more; only `invite create` on a running server is lost.
+                Err(e) => {
+                    eprintln!(
+                        "till-server: no admin socket at {}: {e}; `till-server invite create \
+                         --data-dir` works only while the server is stopped",
+                        data_dir.join(admin::SOCKET_NAME).display()
+                    );
+                    None
+                }
+            },
+            Backend::Postgres { .. } => None,
+        };
         let public_url = config
             .public_url
             .clone()
@@ -267,7 +368,17 @@ impl Server {
             invoice_events: tokio::sync::broadcast::channel(1024).0,
             public_url,
         });
-        Ok(Server { listener, app })
+        let limits = conn::Limits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+        };
+        Ok(Server {
+            admin,
+            listener,
+            app,
+            limits,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -280,10 +391,29 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        axum::serve(self.listener, http::router(self.app))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve)
+        let Server {
+            admin,
+            listener,
+            app,
+            limits,
+        } = self;
+        let admin = admin.map(|socket| {
+            AdminTask(tokio::spawn(
+                socket.serve(app.store.clone(), app.public_url.clone()),
+            ))
+        });
+        let router = http::router(app).layer(axum::middleware::from_fn(conn::track_requests));
+        let served = axum::serve(
+            conn::LimitedListener::new(listener, limits),
+            router.into_make_service_with_connect_info::<conn::ConnHandle>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve);
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
+        served
     }
 }
 

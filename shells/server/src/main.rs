@@ -7,9 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use till_server::{Backend, DEFAULT_MAX_BODY_BYTES, Role, ServeConfig, Server};
 
-/// The public URL `invite create` builds links from when none is given.
-const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
-
 /// Till's server: a VSS-compatible store for Till's encrypted backups.
 #[derive(Parser)]
 #[command(version)]
@@ -48,6 +45,19 @@ enum Command {
         /// Seconds a command waits for the master device's answer.
         #[arg(long, default_value_t = till_server::DEFAULT_COMMAND_TIMEOUT.as_secs_f64())]
         command_timeout_secs: f64,
+        /// Seconds a client has to send a whole request head, from its first byte (from the
+        /// connection, for its first request); a slower or silent connection is closed.
+        #[arg(long, default_value_t = till_server::DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+        header_timeout_secs: f64,
+        /// Seconds a kept-alive connection may stay open with no request in progress and nothing
+        /// sent either way. Event streams and the hub's WebSockets are not affected.
+        #[arg(long, default_value_t = till_server::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+        idle_timeout_secs: f64,
+        /// The most connections open at once (WebSockets included); more are closed as soon as
+        /// they are accepted. Keep it below the process's open-file limit (ulimit -n).
+        #[arg(long, default_value_t = till_server::DEFAULT_MAX_CONNECTIONS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        max_connections: usize,
     },
     /// Manage invitations.
     Invite {
@@ -80,16 +90,18 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum InviteCommand {
     /// Create a single-use, expiring invitation to a store (created if new) and print its link,
-    /// alone on the last line.
+    /// alone on the last line. With --data-dir, a server running on that directory creates it
+    /// (through <data-dir>/admin.sock); with none running, the store file is opened directly.
     Create {
         /// The store's name.
         #[arg(long)]
         store: String,
         #[command(flatten)]
         backend: StoreArgs,
-        /// The URL devices reach the server at; the link is built from it.
-        #[arg(long, env = "TILL_PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL)]
-        public_url: String,
+        /// The URL devices reach the server at; the link is built from it. Default: the running
+        /// server's own (its --public-url), or http://127.0.0.1:8080 when none runs.
+        #[arg(long, env = "TILL_PUBLIC_URL")]
+        public_url: Option<String>,
         /// Seconds until the invitation expires.
         #[arg(long, default_value_t = till_server::DEFAULT_INVITE_TTL.as_secs_f64())]
         expires_in_secs: f64,
@@ -121,6 +133,13 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(secs).with_context(|| format!("--{what} must be a positive number"))
+}
+
+/// Like [`seconds`], refusing zero (a timeout of zero would close every connection).
+fn timeout(what: &str, secs: f64) -> anyhow::Result<Duration> {
+    let duration = seconds(what, secs)?;
+    anyhow::ensure!(!duration.is_zero(), "--{what} must be more than 0");
+    Ok(duration)
 }
 
 #[derive(Args)]
@@ -166,6 +185,9 @@ async fn main() -> anyhow::Result<()> {
             node_address,
             heartbeat_secs,
             command_timeout_secs,
+            header_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
         } => {
             let mut config = ServeConfig::new(listen, store.backend());
             config.max_body_bytes = max_body_bytes;
@@ -174,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
             config.node_address = node_address;
             config.heartbeat = seconds("heartbeat-secs", heartbeat_secs)?;
             config.command_timeout = seconds("command-timeout-secs", command_timeout_secs)?;
+            config.header_timeout = timeout("header-timeout-secs", header_timeout_secs)?;
+            config.idle_timeout = timeout("idle-timeout-secs", idle_timeout_secs)?;
+            config.max_connections = max_connections;
             let server = Server::bind(config).await.context("starting till-server")?;
             println!("till-server listening on http://{}", server.local_addr()?);
             server.run(shutdown_signal()).await.context("serving")?;
@@ -197,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let ttl = seconds("expires-in-secs", expires_in_secs)?;
             let invitation =
-                till_server::create_invite(&backend.backend(), &store, &public_url, ttl)
+                till_server::create_invite(&backend.backend(), &store, public_url.as_deref(), ttl)
                     .await
                     .context("creating an invitation")?;
             println!(
