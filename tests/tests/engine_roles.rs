@@ -1131,14 +1131,16 @@ fn reconnect_child(customer: &TestNode, node_id: PublicKey, listen: &SocketAddre
 /// master's balance, the customer's channel is open (no force close), and the new master's log
 /// verifies locally and against the server.
 ///
-/// `TILL_CHAOS_ROUNDS` (default 100) and `TILL_CHAOS_SEED` (default random, printed) set the run.
+/// `TILL_CHAOS_ROUNDS` (default 30, about 3 minutes, so CI stays short; issue 9's 100 rounds are
+/// `TILL_CHAOS_ROUNDS=100`, about 15 minutes here, since later rounds restore a longer log) and
+/// `TILL_CHAOS_SEED` (default random, printed) set the run.
 #[test]
 fn chaos_the_master_is_killed_at_random_moments() {
     use rand::{Rng, SeedableRng};
     let rounds: usize = std::env::var("TILL_CHAOS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(30);
     let seed: u64 = std::env::var("TILL_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
