@@ -13,6 +13,7 @@ use ldk_node::config::{BackgroundSyncConfig, Config, EsploraSyncConfig};
 use ldk_node::lightning::ln::channelmanager::PaymentId;
 use ldk_node::lightning::ln::msgs::SocketAddress;
 use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::logger::{LogLevel, LogRecord, LogWriter};
 use ldk_node::payment::{PaymentDetails, PaymentDirection, PaymentStatus};
 use ldk_node::{Builder, ChannelDetails, DynStore, Event, PendingSweepBalance, UserChannelId};
 use serde::{Deserialize, Serialize};
@@ -241,6 +242,9 @@ impl Node {
             .to_str()
             .ok_or_else(|| Error::InvalidInput("the storage directory is not UTF-8".to_owned()))?;
         builder.set_storage_dir_path(storage.to_owned());
+        builder.set_custom_logger(Arc::new(NodeLog {
+            path: config.storage_dir.join("ldk_node.log"),
+        }));
         let sync = EsploraSyncConfig {
             background_sync_config: config.background_sync.then(BackgroundSyncConfig::default),
         };
@@ -683,6 +687,62 @@ pub fn payment_id_of(invoice: &Bolt11Invoice) -> PaymentId {
     PaymentId(invoice.payment_hash().to_byte_array())
 }
 
+/// ldk-node's log, in the file and format of ldk-node's own file logger (`ldk_node.log` in the
+/// node's storage directory, debug level and up), except that a failed write is dropped: ldk-node's
+/// logger panics when it cannot open the file (a full disk, a removed directory), and a node
+/// stopping on a thread of its own after its directory is gone then aborted the process.
+struct NodeLog {
+    path: PathBuf,
+}
+
+impl LogWriter for NodeLog {
+    fn log(&self, record: LogRecord<'_>) {
+        if record.level < LogLevel::Debug {
+            return;
+        }
+        let line = format!(
+            "{} {:<5} [{}:{}] {}\n",
+            utc_now(),
+            record.level.to_string(),
+            record.module_path,
+            record.line,
+            record.args
+        );
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            let _ = std::io::Write::write_all(&mut file, line.as_bytes());
+        }
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS.mmm`.
+fn utc_now() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let (secs, ms) = ((ms / 1000) as i64, ms % 1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{ms:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Handles ldk-node's events until told to stop: records each payment outcome under
 /// `till/payments`, marks the event handled only once it is recorded (so a crash redelivers
 /// it), and passes it on to subscribers.
@@ -829,6 +889,34 @@ mod tests {
             decode::<RefundRecord>(&key, &[]),
             Err(Error::CorruptRecord { .. })
         ));
+    }
+
+    #[test]
+    fn the_node_log_has_ldk_nodes_time_format_and_survives_a_removed_directory() {
+        let now = utc_now();
+        assert_eq!(now.len(), "2026-11-21 13:45:00.123".len(), "{now}");
+        assert!(now.starts_with("20"), "{now}");
+        let dir = tempfile::tempdir().unwrap();
+        let log = NodeLog {
+            path: dir.path().join("ldk_node.log"),
+        };
+        log.log(LogRecord {
+            level: LogLevel::Info,
+            args: format_args!("kept"),
+            module_path: "till",
+            line: 1,
+        });
+        let written = std::fs::read_to_string(dir.path().join("ldk_node.log")).unwrap();
+        assert!(written.contains("INFO  [till:1] kept"), "{written}");
+        let path = dir.path().to_owned();
+        drop(dir);
+        log.log(LogRecord {
+            level: LogLevel::Info,
+            args: format_args!("dropped"),
+            module_path: "till",
+            line: 2,
+        });
+        assert!(!path.exists());
     }
 
     #[test]
