@@ -242,6 +242,13 @@ impl Node {
             .to_str()
             .ok_or_else(|| Error::InvalidInput("the storage directory is not UTF-8".to_owned()))?;
         builder.set_storage_dir_path(storage.to_owned());
+        // ldk-node's file logger created the directory; with our writer, we do.
+        std::fs::create_dir_all(&config.storage_dir).map_err(|e| {
+            Error::Build(format!(
+                "cannot create the node's directory {}: {e}",
+                config.storage_dir.display()
+            ))
+        })?;
         builder.set_custom_logger(Arc::new(NodeLog {
             path: config.storage_dir.join("ldk_node.log"),
         }));
