@@ -254,7 +254,8 @@ impl MonitorGate for Gate {
     }
 }
 
-/// What [`align_monitors`] did.
+/// What setting the channel monitors back to the last manager did (see
+/// [`Node::alignment`](crate::Node::alignment)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Alignment {
     /// The seq of the log's last channel manager.

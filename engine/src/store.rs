@@ -220,7 +220,7 @@ impl LogStore {
         }
     }
 
-    /// Gates channel-monitor writes on `gate` (see [`crate::gate`]): monitor writes LDK asks to
+    /// Gates channel-monitor writes on `gate` (see [`Gate`]): monitor writes LDK asks to
     /// persist return after the local commit and complete once a channel manager that records
     /// them is durable; the manager write waits for the barrier and then completes them.
     pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
