@@ -864,15 +864,21 @@ impl ChildMaster {
 
     /// The next line starting with `prefix` (after it); other lines are kept in `seen`.
     fn expect(&mut self, prefix: &str) -> String {
+        let line = self.expect_any(&[prefix]);
+        line[prefix.len()..].trim().to_owned()
+    }
+
+    /// The next line starting with one of `prefixes` (whole); other lines are kept in `seen`.
+    fn expect_any(&mut self, prefixes: &[&str]) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
                 .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("the master process did not say {prefix:?}: {e}"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
+                .unwrap_or_else(|e| panic!("the master process did not say {prefixes:?}: {e}"));
+            if prefixes.iter().any(|prefix| line.starts_with(prefix)) {
+                return line;
             }
             assert!(
                 !line.starts_with("error"),
@@ -1164,112 +1170,41 @@ fn chaos_the_master_is_killed_at_random_moments() {
     a.till.handoff().expect("A hands off");
     drop(a);
 
-    let mut counts = ChaosCounts::default();
-    let mut ledger = CustomerLedger::default();
-    // What the merchant's processes printed as completed, over all rounds.
-    let mut merchant_received: HashSet<String> = HashSet::new();
-    let mut merchant_sent: HashSet<String> = HashSet::new();
-    let mut merchant_failed: HashSet<String> = HashSet::new();
-    let mut devices: Vec<tempfile::TempDir> = Vec::new();
-    let mut master: Option<(ChildMaster, SocketAddress)> = None;
-
-    for round in 0..rounds {
-        // A device becomes master: the first round, or after the kill.
-        let (mut m, listen) = match master.take() {
-            Some(running) => running,
-            None => {
-                let listen = free_address();
-                let reuse = !devices.is_empty() && rng.gen_bool(0.3);
-                let index = if reuse {
-                    rng.gen_range(0..devices.len())
-                } else {
-                    devices.push(tempfile::tempdir().unwrap());
-                    devices.len() - 1
-                };
-                let dir = devices[index].path().to_owned();
-                let m = match ChildMaster::try_start(&env, &keys, &dir, &listen, true) {
-                    Ok(m) => {
-                        if reuse {
-                            counts.old_device_takeovers += 1;
-                        } else {
-                            counts.new_device_restores += 1;
-                        }
-                        m
-                    }
-                    Err(e) if reuse && e.contains("never reached the server") => {
-                        // What `till` tells the merchant: restore this device from the backup.
-                        counts.old_device_forked += 1;
-                        std::fs::remove_dir_all(&dir).unwrap();
-                        std::fs::create_dir_all(&dir).unwrap();
-                        ChildMaster::try_start(&env, &keys, &dir, &listen, true)
-                            .unwrap_or_else(|e| panic!("round {round}: restore failed: {e}"))
-                    }
-                    Err(e) => panic!("round {round}: the new master failed: {e}"),
-                };
-                (m, listen)
-            }
-        };
-        for line in m.drain() {
-            if line.starts_with("aligned Some") {
-                counts.monitors_set_back += 1;
-            }
-            note_merchant_line(
-                &line,
-                &mut merchant_received,
-                &mut merchant_sent,
-                &mut merchant_failed,
-            );
-        }
+    let mut chaos = Chaos {
+        env: &env,
+        keys: &keys,
+        customer: &customer,
+        channel: &channel,
+        node_id,
+        start_sats,
+        devices: Vec::new(),
+        counts: ChaosCounts::default(),
+        ledger: CustomerLedger::default(),
+        merchant: MerchantSaw::default(),
+    };
+    // Each round a device becomes master and settles the last round; the last one (always a
+    // new device) only settles.
+    for round in 0..=rounds {
+        let (mut m, balance) = chaos.take_over(round, round == rounds, &mut rng);
         let up = started.elapsed();
-        reconnect_child(&customer, node_id, &listen);
-        let connected = started.elapsed();
-
-        // Everything in flight from the last round settles, and the books agree.
-        let mut balance = 0;
-        wait_until("the last round's payments to settle on both sides", || {
-            ledger.poll(&customer);
-            if ledger.customer_pending(&customer) > 0 {
-                return false;
-            }
-            m.send("balance");
-            balance = m.expect("balance ").parse().unwrap();
-            balance == ledger.merchant_sats(start_sats)
-        });
-        for line in m.drain() {
-            note_merchant_line(
-                &line,
-                &mut merchant_received,
-                &mut merchant_sent,
-                &mut merchant_failed,
-            );
+        if round == rounds {
+            let _ = m.kill();
+            break;
         }
-        let settled = started.elapsed();
-        check_round(
-            round,
-            &ledger,
-            &merchant_received,
-            &merchant_sent,
-            &channel,
-            &customer,
-        );
-        m.send("verify");
-        let verified = m.expect("verified ");
-        assert!(
-            in_step_with_the_server(&verified),
-            "round {round}: the new master's log against the server: {verified}"
-        );
 
         // This round's traffic, and the kill.
         let delay = Duration::from_millis(rng.gen_range(0..400));
-        let merchant_has = balance;
         let mode = rng.gen_range(0..4u8);
-        let mode = if matches!(mode, 1 | 2) && merchant_has < 40_000 {
+        let mode = if matches!(mode, 1 | 2) && balance < 40_000 {
             0 // too little on the merchant's side to pay back: the customer pays
+        } else if matches!(mode, 0 | 3) && balance >= CAPACITY_SATS - 100_000 {
+            1 // the merchant holds most of the channel: it pays back instead
         } else {
             mode
         };
+        let counts = &mut chaos.counts;
         match mode {
-            0 | 3 if merchant_has < CAPACITY_SATS - 100_000 => {
+            0 | 3 => {
                 let sales = if mode == 3 { 1 } else { rng.gen_range(1..=3) };
                 for i in 0..sales {
                     let sats = rng.gen_range(2_000..15_000u64);
@@ -1296,90 +1231,40 @@ fn chaos_the_master_is_killed_at_random_moments() {
                     counts.killed_while_customer_pays += 1;
                 }
             }
-            0..=2 => {
-                if mode == 2 {
-                    m.send("handoff");
-                    std::thread::sleep(delay);
-                    counts.killed_during_handoff += 1;
-                } else {
-                    let sats = rng.gen_range(2_000..15_000u64).min(merchant_has / 2);
-                    merchant_starts_paying(&mut m, &customer, sats);
-                    std::thread::sleep(delay);
-                    counts.killed_while_merchant_pays += 1;
-                }
+            2 => {
+                m.send("handoff");
+                std::thread::sleep(delay);
+                counts.killed_during_handoff += 1;
             }
             _ => {
-                // The merchant holds most of the channel: it pays back instead.
-                let sats = rng.gen_range(2_000..15_000u64);
+                let sats = rng.gen_range(2_000..15_000u64).min(balance / 2);
                 merchant_starts_paying(&mut m, &customer, sats);
                 std::thread::sleep(delay);
                 counts.killed_while_merchant_pays += 1;
             }
         }
         for line in m.kill() {
-            note_merchant_line(
-                &line,
-                &mut merchant_received,
-                &mut merchant_sent,
-                &mut merchant_failed,
-            );
+            chaos.merchant.note(&line);
         }
-        counts.rounds += 1;
+        chaos.counts.rounds += 1;
         eprintln!(
-            "chaos round {round} done after {:?} (mode {mode}, delay {delay:?}; master up at \
-             {up:?}, customer connected at {connected:?}, settled at {settled:?})",
+            "chaos round {round} done after {:?} (mode {mode}, delay {delay:?}; master settled \
+             at {up:?})",
             started.elapsed()
         );
     }
 
-    // One last device takes over and settles the last round.
-    let listen = free_address();
-    devices.push(tempfile::tempdir().unwrap());
-    let dir = devices.last().unwrap().path().to_owned();
-    let mut m = ChildMaster::try_start(&env, &keys, &dir, &listen, true)
-        .unwrap_or_else(|e| panic!("the last master failed: {e}"));
-    counts.new_device_restores += 1;
-    reconnect_child(&customer, node_id, &listen);
-    wait_until("the last round's payments to settle on both sides", || {
-        ledger.poll(&customer);
-        if ledger.customer_pending(&customer) > 0 {
-            return false;
-        }
-        m.send("balance");
-        let balance: u64 = m.expect("balance ").parse().unwrap();
-        balance == ledger.merchant_sats(start_sats)
-    });
-    for line in m.drain() {
-        if line.starts_with("aligned Some") {
-            counts.monitors_set_back += 1;
-        }
-        note_merchant_line(
-            &line,
-            &mut merchant_received,
-            &mut merchant_sent,
-            &mut merchant_failed,
-        );
-    }
-    check_round(
-        rounds,
-        &ledger,
-        &merchant_received,
-        &merchant_sent,
-        &channel,
-        &customer,
-    );
-    m.send("verify");
-    let verified = m.expect("verified ");
-    assert!(
-        in_step_with_the_server(&verified),
-        "the last master's log against the server: {verified}"
-    );
-    let _ = m.kill();
-
+    let Chaos {
+        mut counts,
+        ledger,
+        merchant,
+        ..
+    } = chaos;
+    counts.monitors_set_back = merchant.set_back;
     counts.sales_succeeded = ledger.sent.len();
     counts.refunds_succeeded = ledger.received.len();
     counts.sales_failed = ledger.failed.len();
-    counts.refunds_failed = merchant_failed.len();
+    counts.refunds_failed = merchant.failed.len();
     counts.force_closes = ledger.closed.len();
     eprintln!("chaos counts after {:?}: {counts:#?}", started.elapsed());
     assert_eq!(counts.rounds, rounds);
@@ -1390,6 +1275,91 @@ fn chaos_the_master_is_killed_at_random_moments() {
     );
 }
 
+/// The chaos test's world: the devnet and server, the customer, the devices and what was seen.
+struct Chaos<'a> {
+    env: &'a Env,
+    keys: &'a Keys,
+    customer: &'a TestNode,
+    channel: &'a ldk_node::ChannelDetails,
+    node_id: PublicKey,
+    start_sats: u64,
+    devices: Vec<tempfile::TempDir>,
+    counts: ChaosCounts,
+    ledger: CustomerLedger,
+    merchant: MerchantSaw,
+}
+
+impl Chaos<'_> {
+    /// A device becomes master (a new one when `fresh`, else a new or an old one at random),
+    /// the customer reconnects, everything in flight settles, and the round is checked: the books
+    /// agree, nothing either side saw complete is missing, the channel is open, and the master's
+    /// log is in step with the server. Returns the master and its lightning balance.
+    fn take_over(
+        &mut self,
+        round: usize,
+        fresh: bool,
+        rng: &mut impl rand::Rng,
+    ) -> (ChildMaster, u64) {
+        let listen = free_address();
+        let reuse = !fresh && !self.devices.is_empty() && rng.gen_bool(0.3);
+        let index = if reuse {
+            rng.gen_range(0..self.devices.len())
+        } else {
+            self.devices.push(tempfile::tempdir().unwrap());
+            self.devices.len() - 1
+        };
+        let dir = self.devices[index].path().to_owned();
+        let mut m = match ChildMaster::try_start(self.env, self.keys, &dir, &listen, true) {
+            Ok(m) => {
+                if reuse {
+                    self.counts.old_device_takeovers += 1;
+                } else {
+                    self.counts.new_device_restores += 1;
+                }
+                m
+            }
+            Err(e) if reuse && e.contains("never reached the server") => {
+                // What `till` tells the merchant: restore this device from the backup.
+                self.counts.old_device_forked += 1;
+                std::fs::remove_dir_all(&dir).unwrap();
+                std::fs::create_dir_all(&dir).unwrap();
+                ChildMaster::try_start(self.env, self.keys, &dir, &listen, true)
+                    .unwrap_or_else(|e| panic!("round {round}: restore failed: {e}"))
+            }
+            Err(e) => panic!("round {round}: the new master failed: {e}"),
+        };
+        reconnect_child(self.customer, self.node_id, &listen);
+
+        let mut balance = 0;
+        wait_until("the last round's payments to settle on both sides", || {
+            self.ledger.poll(self.customer);
+            if self.ledger.customer_pending(self.customer) > 0 {
+                return false;
+            }
+            m.send("balance");
+            balance = m.expect("balance ").parse().unwrap();
+            balance == self.ledger.merchant_sats(self.start_sats)
+        });
+        for line in m.drain() {
+            self.merchant.note(&line);
+        }
+        check_round(
+            round,
+            &self.ledger,
+            &self.merchant,
+            self.channel,
+            self.customer,
+        );
+        m.send("verify");
+        let verified = m.expect("verified ");
+        assert!(
+            in_step_with_the_server(&verified),
+            "round {round}: the new master's log against the server: {verified}"
+        );
+        (m, balance)
+    }
+}
+
 /// Has the master process start paying a new invoice of the customer's, retrying while the
 /// channel is not usable from its side yet.
 fn merchant_starts_paying(m: &mut ChildMaster, customer: &TestNode, sats: u64) {
@@ -1397,21 +1367,7 @@ fn merchant_starts_paying(m: &mut ChildMaster, customer: &TestNode, sats: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
         m.send(&format!("pay {invoice}"));
-        let deadline_line = Instant::now() + WAIT;
-        let answer = loop {
-            let line = m
-                .lines
-                .recv_timeout(deadline_line.saturating_duration_since(Instant::now()))
-                .expect("the master process answers `pay`");
-            if line.starts_with("paying ") || line.starts_with("not-paying ") {
-                break line;
-            }
-            assert!(
-                !line.starts_with("error"),
-                "the master process failed: {line}"
-            );
-            m.seen.push(line);
-        };
+        let answer = m.expect_any(&["paying ", "not-paying "]);
         if answer.starts_with("paying ") {
             return;
         }
@@ -1432,21 +1388,30 @@ fn in_step_with_the_server(verified: &str) -> bool {
         || (verified.starts_with("Behind") && verified.contains("checked: true"))
 }
 
-/// Records what a merchant process printed as completed.
-fn note_merchant_line(
-    line: &str,
-    received: &mut HashSet<String>,
-    sent: &mut HashSet<String>,
-    failed: &mut HashSet<String>,
-) {
-    if let Some(id) = line.strip_prefix("received ") {
-        received.insert(id.to_owned());
-    } else if let Some(id) = line.strip_prefix("sent ") {
-        sent.insert(id.to_owned());
-    } else if let Some(id) = line.strip_prefix("failed ") {
-        failed.insert(id.to_owned());
-    } else if let Some(channel) = line.strip_prefix("closed ") {
-        panic!("the merchant's channel {channel} closed");
+/// What the merchant's processes printed, over all rounds: payments completed each way,
+/// payments failed, and how many starts set the channel monitors back.
+#[derive(Default)]
+struct MerchantSaw {
+    received: HashSet<String>,
+    sent: HashSet<String>,
+    failed: HashSet<String>,
+    set_back: usize,
+}
+
+impl MerchantSaw {
+    /// Takes in one line of a master process; a closed channel fails the test.
+    fn note(&mut self, line: &str) {
+        if let Some(id) = line.strip_prefix("received ") {
+            self.received.insert(id.to_owned());
+        } else if let Some(id) = line.strip_prefix("sent ") {
+            self.sent.insert(id.to_owned());
+        } else if let Some(id) = line.strip_prefix("failed ") {
+            self.failed.insert(id.to_owned());
+        } else if line.starts_with("aligned Some") {
+            self.set_back += 1;
+        } else if let Some(channel) = line.strip_prefix("closed ") {
+            panic!("the merchant's channel {channel} closed");
+        }
     }
 }
 
@@ -1455,8 +1420,7 @@ fn note_merchant_line(
 fn check_round(
     round: usize,
     ledger: &CustomerLedger,
-    merchant_received: &HashSet<String>,
-    merchant_sent: &HashSet<String>,
+    merchant: &MerchantSaw,
     channel: &ldk_node::ChannelDetails,
     customer: &TestNode,
 ) {
@@ -1468,13 +1432,13 @@ fn check_round(
     let customer_sent: HashSet<&str> = ledger.sent.iter().map(|(id, _)| id.as_str()).collect();
     let customer_received: HashSet<&str> =
         ledger.received.iter().map(|(id, _)| id.as_str()).collect();
-    for id in merchant_received {
+    for id in &merchant.received {
         assert!(
             customer_sent.contains(id.as_str()),
             "round {round}: the merchant acknowledged sale {id}, which the customer never saw succeed"
         );
     }
-    for id in merchant_sent {
+    for id in &merchant.sent {
         assert!(
             customer_received.contains(id.as_str()),
             "round {round}: the merchant's payment {id} succeeded, but the customer never received it"
