@@ -70,15 +70,25 @@ pub(crate) fn note_gated_write(key: &Key, seq: Option<u64>, op: &Op) -> bool {
 
 /// Whether the key is a channel monitor or a monitor update.
 pub(crate) fn is_monitor_key(key: &Key) -> bool {
-    key.namespace == CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE
-        || key.namespace == CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE
+    is_monitor(&key.namespace)
 }
 
 /// Whether the key is the channel manager.
 pub(crate) fn is_manager_key(key: &Key) -> bool {
-    key.namespace == CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE
-        && key.sub_namespace == CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE
-        && key.key == CHANNEL_MANAGER_PERSISTENCE_KEY
+    is_manager(&key.namespace, &key.sub_namespace, &key.key)
+}
+
+/// Whether LDK keeps a channel monitor or a monitor update in this primary namespace.
+pub(crate) fn is_monitor(primary_namespace: &str) -> bool {
+    primary_namespace == CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE
+        || primary_namespace == CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE
+}
+
+/// Whether LDK keeps the channel manager under this key.
+pub(crate) fn is_manager(primary_namespace: &str, secondary_namespace: &str, key: &str) -> bool {
+    primary_namespace == CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE
+        && secondary_namespace == CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE
+        && key == CHANNEL_MANAGER_PERSISTENCE_KEY
 }
 
 fn cut_key() -> Key {
@@ -278,8 +288,8 @@ pub(crate) fn align_monitors(
         CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
         CHANNEL_MANAGER_PERSISTENCE_KEY,
     );
-    let history = log.history(&manager_key).map_err(read_failed)?;
-    let Some(manager) = history.last() else {
+    // The entry, not the history: only the last manager write's seq is needed.
+    let Some(manager) = log.entry(&manager_key).map_err(read_failed)? else {
         return Ok(None);
     };
     let manager_seq = manager.seq;

@@ -13,11 +13,7 @@ use std::time::SystemTime;
 
 use ldk_node::lightning::io;
 use ldk_node::lightning::util::async_poll::AsyncResult;
-use ldk_node::lightning::util::persist::{
-    CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE, KVStore, KVStoreSync,
-};
+use ldk_node::lightning::util::persist::{KVStore, KVStoreSync};
 use till_log::{DeviceId, Key, Log, Write};
 
 use crate::gate::{self, Gate};
@@ -151,11 +147,8 @@ impl WaitPolicy {
 /// Whether LDK keeps channel state under this key: a channel monitor, a monitor update, or the
 /// channel manager.
 fn is_channel_state(primary_namespace: &str, secondary_namespace: &str, key: &str) -> bool {
-    primary_namespace == CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE
-        || primary_namespace == CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE
-        || (primary_namespace == CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE
-            && secondary_namespace == CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE
-            && key == CHANNEL_MANAGER_PERSISTENCE_KEY)
+    gate::is_monitor(primary_namespace)
+        || gate::is_manager(primary_namespace, secondary_namespace, key)
 }
 
 /// One write that waited for the barrier, reported to a [`LogStore::with_observer`] hook after the
@@ -226,11 +219,6 @@ impl LogStore {
     pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
         self.gate = Some(gate);
         self
-    }
-
-    /// The monitor gate, if the store has one.
-    pub fn gate(&self) -> Option<&Arc<Gate>> {
-        self.gate.as_ref()
     }
 
     /// Sets which writes wait for the barrier.
