@@ -218,6 +218,36 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
+/// Creates an empty redb database at `path` that either exists whole or not at
+/// all: redb writes a new file's header in steps, and a crash between them
+/// leaves a file it refuses to open ("not a redb database"). So the file is
+/// built under a temporary name beside `path` (redb syncs it), renamed into
+/// place, and the rename synced. A temporary file left by an earlier crash is
+/// removed first; it never held data.
+///
+/// [`Log::open`] creates its file this way; the server's redb store does too.
+pub fn create_redb_file(path: &Path) -> Result<(), StorageError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".creating");
+    let temp = path.with_file_name(name);
+    match std::fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    drop(Database::create(&temp)?);
+    std::fs::rename(&temp, path)?;
+    #[cfg(unix)]
+    {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn corrupt_open(e: impl std::fmt::Display) -> OpenError {
     OpenError::Corrupt(e.to_string())
 }
@@ -231,7 +261,15 @@ impl Log {
 
     /// Opens the log at `path` with `options`, creating it if needed. Refuses a
     /// file of an unknown format version.
+    ///
+    /// A new log is built beside `path` and renamed into place once its
+    /// metadata is on disk, so a crash while creating it leaves either no log
+    /// or a whole one, never a half-written file that will not open.
     pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<Self, OpenError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            create_redb_file(path)?;
+        }
         let db = Database::create(path).map_err(StorageError::from)?;
         let txn = db.begin_write().map_err(StorageError::from)?;
         {

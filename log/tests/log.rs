@@ -344,6 +344,25 @@ fn reopen_keeps_everything_and_refuses_unknown_format() {
     );
 }
 
+#[test]
+fn a_creation_cut_short_leaves_no_log_and_is_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    // What a crash while creating the file leaves: a half-written file beside it.
+    let temp = dir.path().join("log.redb.creating");
+    std::fs::write(&temp, b"not yet a database").unwrap();
+    assert!(!path.exists());
+
+    let log = Log::open(&path).unwrap();
+    assert!(path.exists());
+    assert!(!temp.exists(), "the half-written file is cleared");
+    assert_eq!(log.head().unwrap().seq, 0);
+    log.put(key("a"), b"1".to_vec()).unwrap();
+    drop(log);
+    let log = Log::open(&path).unwrap();
+    assert_eq!(log.get(&key("a")).unwrap().unwrap().value, b"1");
+}
+
 type EventsTable<'t> = redb::Table<'t, u64, &'static [u8]>;
 
 #[test]

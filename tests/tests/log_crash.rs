@@ -1,7 +1,9 @@
 //! Crash test with real processes: a child appends from four threads and is
-//! killed with SIGKILL at random moments, 60 times on the same file. After each
-//! kill the reopened log verifies (chain, versions, head, state = fold), and no
-//! append that the child saw acknowledged is missing or different.
+//! killed with SIGKILL at random moments, 60 times, ten times on each of six
+//! files. The first kill on each file comes within 2 ms of the child starting
+//! to open it, while it is creating the file. After each kill the reopened log
+//! verifies (chain, versions, head, state = fold), and no append that the
+//! child saw acknowledged is missing or different.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -15,10 +17,10 @@ const ROUNDS: u32 = 60;
 #[test]
 fn sigkill_during_appends_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crash.redb");
     let mut rng = rand::thread_rng();
     let mut total_acked = 0usize;
     for round in 0..ROUNDS {
+        let path = dir.path().join(format!("crash-{}.redb", round / 10));
         let mut child = Command::new(env!("CARGO_BIN_EXE_log-crash-writer"))
             .arg(&path)
             .arg(round.to_string())
@@ -26,10 +28,14 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
             .spawn()
             .expect("start the writer");
         let stdout = child.stdout.take().unwrap();
+        let (opening_tx, opening) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if line == "opening" {
+                    let _ = opening_tx.send(());
+                }
                 if let Some(rest) = line.strip_prefix("ack ") {
                     let mut parts = rest.splitn(3, ' ');
                     let seq: u64 = parts.next().unwrap().parse().unwrap();
@@ -40,7 +46,14 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
             }
             acks
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(10..250)));
+        if round % 10 == 0 {
+            opening
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the writer starts opening the log");
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..2000)));
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(10..250)));
+        }
         child.kill().expect("SIGKILL the writer");
         child.wait().unwrap();
         let acks = reader.join().unwrap();

@@ -16,6 +16,9 @@ fn main() {
         .expect("ROUND")
         .parse()
         .expect("ROUND is a number");
+    // The test times its creation-round kills from this line.
+    println!("opening");
+    std::io::stdout().flush().expect("stdout");
     let log = Arc::new(Log::open(&path).expect("open log"));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     println!("ready");
