@@ -30,6 +30,15 @@ impl Output {
     }
 }
 
+/// A spinner with `message` on a terminal's stderr, for work that takes seconds; it draws
+/// nothing when stderr is redirected. Call `finish_and_clear` when the work is done.
+pub fn spinner(message: String) -> indicatif::ProgressBar {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

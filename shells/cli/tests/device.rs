@@ -391,6 +391,31 @@ fn a_merchant_runs_a_till_from_the_command_line() {
                 .any(|ch| ch["usable"] == true)
     });
 
+    // The merchant opens a channel of its own to the customer; a malformed peer is refused.
+    let bad_peer = a.run(&["channels", "open", "not-a-peer", "100000"]);
+    assert_eq!(bad_peer.status.code(), Some(2), "{}", stderr(&bad_peer));
+    assert!(
+        stderr(&bad_peer).contains("is not a peer"),
+        "{}",
+        stderr(&bad_peer)
+    );
+    let peer = format!("{}@{}", customer.node_id(), customer.listen);
+    let opened = a.json(&["channels", "open", &peer, "100000"]);
+    let opened_id = opened["user_channel_id"].as_str().unwrap().to_owned();
+    let funding = wait_event(&customer, "the merchant's ChannelPending", |e| match e {
+        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
+        _ => None,
+    });
+    chain.wait_for_tx(&funding.txid);
+    chain.mine(6);
+    customer.sync_wallets().unwrap();
+    wait_until("the merchant's own channel to be usable", || {
+        a.json(&["onchain", "sync"]);
+        a.json_lines(&["channels", "list"])
+            .iter()
+            .any(|ch| ch["user_channel_id"] == opened_id.as_str() && ch["usable"] == true)
+    });
+
     // Take a payment, make one, refund one.
     let invoice = a.json(&["invoice", "20000", "--description", "coffee"]);
     let bolt11: ldk_node::lightning_invoice::Bolt11Invoice =

@@ -393,7 +393,10 @@ pub fn onchain(config: &Config, out: &Output, command: OnchainCommand) -> Result
             out.emit(&v, || str_field(&v, "address").to_owned());
         }
         OnchainCommand::Sync => {
-            let v = node_command(config, HubCommand::SyncWallets)?;
+            let spinner = crate::output::spinner("syncing the wallets with the chain".into());
+            let v = node_command(config, HubCommand::SyncWallets);
+            spinner.finish_and_clear();
+            let v = v?;
             out.emit(&v, || format!("synced at block {}", v["block_height"]));
         }
         OnchainCommand::Send {

@@ -92,13 +92,11 @@ pub fn parse_time(s: &str) -> Result<u64, Failure> {
 
 pub fn run(config: &Config, out: &Output, args: ReplayArgs) -> Result<(), Failure> {
     let log = open_log(config)?;
-    // A spinner on a terminal's stderr (nothing when redirected): a long log takes seconds.
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message(format!(
+    // A long log takes seconds.
+    let spinner = crate::output::spinner(format!(
         "replaying {} events",
         log.head().map(|h| h.seq).unwrap_or(0)
     ));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let state = match (args.to_seq, &args.at) {
         (Some(seq), _) => log.replay(seq),
         (None, Some(at)) => log.replay_at(parse_time(at)?),
