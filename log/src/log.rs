@@ -184,17 +184,41 @@ impl std::fmt::Debug for Log {
 /// The group-commit queue: the first appender to find no commit running
 /// becomes the leader, takes every queued batch and commits them in one
 /// transaction; the others wait for their results.
+///
+/// A leader whose last commit carried several appenders' batches waits up to
+/// [`GATHER`] for as many to queue before it commits: those appenders are on
+/// their way back from the last commit (waking, returning, appending again),
+/// and without the wait the first of them back would commit alone and the rest
+/// would wait out a whole commit behind it. A lone appender never waits.
 #[derive(Default)]
 struct Group {
     queue: Mutex<Queue>,
     done: Condvar,
+    arrived: Condvar,
 }
+
+/// How the group commit has gone since the log was opened (see [`Log::commit_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Write transactions committed by appends.
+    pub commits: u64,
+    /// Appended batches (calls to [`Log::append`]) those commits carried.
+    pub batches: u64,
+}
+
+/// The longest a leader waits for the appenders of its last commit to queue again.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[derive(Default)]
 struct Queue {
     next_id: u64,
     waiting: Vec<(u64, Vec<Write>)>,
     leading: bool,
+    /// A leader is waiting for appenders to queue (see [`Group`]).
+    gathering: bool,
+    /// How many batches the last commit carried.
+    last_group: usize,
+    stats: CommitStats,
     results: HashMap<u64, Result<AppendOutcome, AppendError>>,
 }
 
@@ -339,13 +363,35 @@ impl Log {
         let id = q.next_id;
         q.next_id += 1;
         q.waiting.push((id, writes));
+        if q.gathering {
+            group.arrived.notify_one();
+        }
         loop {
             if let Some(result) = q.results.remove(&id) {
                 return result;
             }
             if !q.leading {
                 q.leading = true;
+                if q.waiting.len() < q.last_group {
+                    let deadline = std::time::Instant::now() + GATHER;
+                    q.gathering = true;
+                    while q.waiting.len() < q.last_group {
+                        let now = std::time::Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        q = group
+                            .arrived
+                            .wait_timeout(q, deadline - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    q.gathering = false;
+                }
                 let batches = std::mem::take(&mut q.waiting);
+                q.last_group = batches.len();
+                q.stats.commits += 1;
+                q.stats.batches += batches.len() as u64;
                 drop(q);
                 let mut guard = LeaderGuard {
                     group,
@@ -373,6 +419,16 @@ impl Log {
             }
             q = group.done.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// How many commits the appends since opening took, and how many batches
+    /// they carried: batches per commit is what group commit (L5) saves.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.group
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
     }
 
     /// Sets `key` to `value`; a one-write [`Log::append`].

@@ -462,6 +462,15 @@ fn group_commit_from_many_threads_keeps_every_event() {
     assert_eq!(all, (1..=400).collect::<Vec<_>>());
     let report = log.verify().unwrap();
     assert_eq!((report.events, report.keys), (400, 400));
+    // Appends shared commits (L5): eight appenders at once fill most commits.
+    let stats = log.commit_stats();
+    assert_eq!(stats.batches, 400);
+    assert!(
+        stats.commits * 2 < stats.batches,
+        "{} commits for {} appends",
+        stats.commits,
+        stats.batches
+    );
 }
 
 #[test]
