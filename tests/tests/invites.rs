@@ -45,6 +45,18 @@ async fn redeem(server: &TillServer, code: &str, device: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
+/// Lists `store`'s invoices with `token`: the status and the JSON body.
+async fn invoices(server: &TillServer, store: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/stores/{store}/invoices", server.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 #[test]
 fn an_invitation_redeems_once_and_not_after_it_expires() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,14 +82,9 @@ fn an_invitation_redeems_once_and_not_after_it_expires() {
         let token = paired["token"].as_str().unwrap();
 
         // The token works: the store API answers for the store (no invoices yet)...
-        let list = reqwest::Client::new()
-            .get(format!("{}/api/v1/stores/bakery/invoices", server.url()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(list.status().as_u16(), 200);
-        assert_eq!(list.json::<Value>().await.unwrap(), json!([]));
+        let (status, list) = invoices(&server, "bakery", token).await;
+        assert_eq!(status, 200);
+        assert_eq!(list, json!([]));
         // ...and so does the VSS store (an owner token).
         let vss = till_vss::VssClient::new(
             server.vss_url(),
@@ -180,17 +187,8 @@ fn an_invitation_is_created_while_the_redb_server_runs() {
         assert_eq!(status, 200, "{paired}");
         assert_eq!(paired["store"], "cafe");
         let token = paired["token"].as_str().unwrap();
-        let list = reqwest::Client::new()
-            .get(format!("{}/api/v1/stores/cafe/invoices", server.url()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            list.status().as_u16(),
-            200,
-            "the paired device's token works"
-        );
+        let (status, _) = invoices(&server, "cafe", token).await;
+        assert_eq!(status, 200, "the paired device's token works");
         let (status, paired) = redeem(&server, &other, &"e2".repeat(16)).await;
         assert_eq!(status, 200, "{paired}");
         // Single use holds for these too.

@@ -15,7 +15,10 @@ use ldk_node::Event;
 use ldk_node::bitcoin::Amount;
 use ldk_node::lightning::ln::msgs::SocketAddress;
 use serde_json::Value;
-use till_tests::ldk::{TestChain, WAIT, fund_node, start_node, wait_event, wait_until};
+use till_tests::ldk::{
+    CHANNEL_READY_CONFIRMATIONS, TestChain, TestNode, WAIT, fund_node, mine_and_sync, start_node,
+    wait_event, wait_until,
+};
 use till_tests::server::{StoreArg, TillServer, run_command, server_binary};
 
 /// Everything any `till` process printed, for the secret scan at the end.
@@ -253,6 +256,17 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Waits for the customer to see a channel pending (`what` names it), then confirms the channel's
+/// funding on the devnet and syncs the customer.
+fn confirm_funding(chain: &TestChain, customer: &TestNode, what: &str) {
+    let funding = wait_event(customer, what, |e| match e {
+        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
+        _ => None,
+    });
+    chain.wait_for_tx(&funding.txid);
+    mine_and_sync(chain, CHANNEL_READY_CONFIRMATIONS, &[customer]);
+}
+
 #[test]
 fn a_merchant_runs_a_till_from_the_command_line() {
     let work = tempfile::tempdir().unwrap();
@@ -376,13 +390,7 @@ fn a_merchant_runs_a_till_from_the_command_line() {
             None,
         )
         .unwrap();
-    let funding = wait_event(&customer, "ChannelPending", |e| match e {
-        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
-        _ => None,
-    });
-    chain.wait_for_tx(&funding.txid);
-    chain.mine(6);
-    customer.sync_wallets().unwrap();
+    confirm_funding(&chain, &customer, "ChannelPending");
     wait_until("the channel to be usable on both sides", || {
         a.json(&["onchain", "sync"]);
         customer.list_channels().iter().any(|ch| ch.is_usable)
@@ -402,13 +410,7 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     let peer = format!("{}@{}", customer.node_id(), customer.listen);
     let opened = a.json(&["channels", "open", &peer, "100000"]);
     let opened_id = opened["user_channel_id"].as_str().unwrap().to_owned();
-    let funding = wait_event(&customer, "the merchant's ChannelPending", |e| match e {
-        Event::ChannelPending { funding_txo, .. } => Some(*funding_txo),
-        _ => None,
-    });
-    chain.wait_for_tx(&funding.txid);
-    chain.mine(6);
-    customer.sync_wallets().unwrap();
+    confirm_funding(&chain, &customer, "the merchant's ChannelPending");
     wait_until("the merchant's own channel to be usable", || {
         a.json(&["onchain", "sync"]);
         a.json_lines(&["channels", "list"])
