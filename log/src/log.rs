@@ -242,15 +242,18 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
-/// Creates an empty redb database at `path` that either exists whole or not at
-/// all: redb writes a new file's header in steps, and a crash between them
-/// leaves a file it refuses to open ("not a redb database"). So the file is
-/// built under a temporary name beside `path` (redb syncs it), renamed into
-/// place, and the rename synced. A temporary file left by an earlier crash is
-/// removed first; it never held data.
+/// Creates an empty redb database at `path` unless a file is there already, so
+/// that it exists whole or not at all: redb writes a new file's header in
+/// steps, and a crash between them leaves a file it refuses to open ("not a
+/// redb database"). So the file is built under a temporary name beside `path`
+/// (redb syncs it), renamed into place, and the rename synced. A temporary file
+/// left by an earlier crash is removed first; it never held data.
 ///
 /// [`Log::open`] creates its file this way; the server's redb store does too.
 pub fn create_redb_file(path: &Path) -> Result<(), StorageError> {
+    if path.exists() {
+        return Ok(());
+    }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".creating");
     let temp = path.with_file_name(name);
@@ -286,14 +289,12 @@ impl Log {
     /// Opens the log at `path` with `options`, creating it if needed. Refuses a
     /// file of an unknown format version.
     ///
-    /// A new log is built beside `path` and renamed into place once its
-    /// metadata is on disk, so a crash while creating it leaves either no log
-    /// or a whole one, never a half-written file that will not open.
+    /// A new file is created with [`create_redb_file`], so a crash while
+    /// creating it leaves either no file or an empty database, never a
+    /// half-written file that will not open.
     pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        if !path.exists() {
-            create_redb_file(path)?;
-        }
+        create_redb_file(path)?;
         let db = Database::create(path).map_err(StorageError::from)?;
         let txn = db.begin_write().map_err(StorageError::from)?;
         {
@@ -390,8 +391,6 @@ impl Log {
                 }
                 let batches = std::mem::take(&mut q.waiting);
                 q.last_group = batches.len();
-                q.stats.commits += 1;
-                q.stats.batches += batches.len() as u64;
                 drop(q);
                 let mut guard = LeaderGuard {
                     group,
@@ -403,6 +402,8 @@ impl Log {
                 q.leading = false;
                 match results {
                     Ok(outcomes) => {
+                        q.stats.commits += 1;
+                        q.stats.batches += batches.len() as u64;
                         for ((id, _), outcome) in batches.iter().zip(outcomes) {
                             q.results.insert(*id, Ok(outcome));
                         }

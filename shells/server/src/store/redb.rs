@@ -264,16 +264,14 @@ impl RedbStorage {
             )
         })?;
         let path: PathBuf = dir.join(FILE_NAME);
-        if !path.exists() {
-            // Whole or not at all: a crash while redb writes a new file's header
-            // would leave a file it refuses to open.
-            till_log::create_redb_file(&path).map_err(|e| {
-                StoreError::new(
-                    "could not create the redb store",
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-        }
+        // Whole or not at all: a crash while redb writes a new file's header
+        // would leave a file it refuses to open.
+        till_log::create_redb_file(&path).map_err(|e| {
+            StoreError::new(
+                "could not create the redb store",
+                format!("{}: {e}", path.display()),
+            )
+        })?;
         let db = Database::create(&path).map_err(|e| {
             StoreError::new(
                 "could not open the redb store",
