@@ -54,12 +54,13 @@ thread_local! {
     static GATED: RefCell<Option<Vec<(Key, u64)>>> = const { RefCell::new(None) };
 }
 
-/// Called by the store for every committed write: whether the write is part of a gated
-/// monitor write (then it must not wait for the barrier; the gate completes it later).
-pub(crate) fn note_gated_write(key: &Key, seq: Option<u64>, op: &Op) -> bool {
+/// Called by the store for every committed write (`put`: a put, not a remove): whether the
+/// write is part of a gated monitor write (then it must not wait for the barrier; the gate
+/// completes it later).
+pub(crate) fn note_gated_write(key: &Key, seq: Option<u64>, put: bool) -> bool {
     GATED.with(|gated| match gated.borrow_mut().as_mut() {
         Some(writes) if is_monitor_key(key) => {
-            if let (Some(seq), Op::Put(_)) = (seq, op) {
+            if let (Some(seq), true) = (seq, put) {
                 writes.push((key.clone(), seq));
             }
             true

@@ -296,36 +296,36 @@ impl LogStore {
                 &write.key.sub_namespace,
                 &write.key.key,
             );
-        if let Some(gate) = self
-            .gate
-            .as_ref()
-            .filter(|_| gate::is_manager_key(&write.key))
-        {
-            let key = write.key.clone();
-            let prepared = gate.manager_write(write);
-            let outcome = self.log.append(prepared.writes.clone()).map_err(other)?;
-            let seq = outcome.results[0].map_or(outcome.head_seq, |appended| appended.seq);
-            prepared.committed(seq);
-            self.barrier.notify(outcome.head_seq);
-            let passed = BarrierPassed { key, seq, removed };
-            return Ok(Some(Wait {
-                passed,
-                manager: Some(Arc::clone(gate)),
-            }));
-        }
         let key = write.key.clone();
-        let op = write.op.clone();
-        let outcome = self.log.append(vec![write]).map_err(other)?;
-        self.barrier.notify(outcome.head_seq);
+        // The manager, with a gate: committed with the monitor cut when it needs one, and always
+        // waited for, since its durability completes the monitor writes it records.
+        let (manager, writes) = match self.gate.as_ref().filter(|_| gate::is_manager_key(&key)) {
+            Some(gate) => {
+                let mut prepared = gate.manager_write(write);
+                let writes = std::mem::take(&mut prepared.writes);
+                (Some((gate, prepared)), writes)
+            }
+            None => (None, vec![write]),
+        };
+        let outcome = self.log.append(writes).map_err(other)?;
         let appended = outcome.results[0].map(|appended| appended.seq);
-        if gate::note_gated_write(&key, appended, &op) || !waits {
-            return Ok(None);
-        }
         // A remove of an absent key writes no event; waiting for the head covers the earlier
         // event that removed it.
         let seq = appended.unwrap_or(outcome.head_seq);
+        let manager = manager.map(|(gate, prepared)| {
+            prepared.committed(seq);
+            Arc::clone(gate)
+        });
+        self.barrier.notify(outcome.head_seq);
+        let passed = BarrierPassed { key, seq, removed };
+        if manager.is_some() {
+            return Ok(Some(Wait { passed, manager }));
+        }
+        if gate::note_gated_write(&passed.key, appended, !removed) || !waits {
+            return Ok(None);
+        }
         Ok(Some(Wait {
-            passed: BarrierPassed { key, seq, removed },
+            passed,
             manager: None,
         }))
     }

@@ -158,7 +158,7 @@ async fn answer(stream: UnixStream, store: Arc<dyn Storage>, public_url: String,
     } else {
         match tokio::time::timeout(REQUEST_TIMEOUT, read_request(read)).await {
             Err(_) => Answer::Error {
-                message: "no request within 10 s".to_owned(),
+                message: format!("no request within {} s", REQUEST_TIMEOUT.as_secs()),
             },
             Ok(Err(message)) => Answer::Error { message },
             Ok(Ok(request)) => perform(request, store.as_ref(), &public_url).await,
