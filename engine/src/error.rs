@@ -104,12 +104,16 @@ pub enum Error {
     /// The mnemonic's backup keys do not open the backup on the server.
     #[error("this mnemonic does not open this backup")]
     WrongKey,
-    /// The server has no backup for this mnemonic: a wrong mnemonic (it derives another store),
-    /// or a till that was never backed up on this server.
+    /// The server has no backup for this mnemonic: a wrong mnemonic or passphrase (either
+    /// derives another store), or a till that was never backed up on this server.
     #[error(
-        "this server holds no backup for this mnemonic (a wrong mnemonic, or a till never backed up on this server)"
+        "this server holds no backup for this mnemonic (a wrong mnemonic or passphrase, or a till never backed up on this server)"
     )]
     NoBackup,
+    /// The till-server could not be reached: the connection failed or broke, or no answer came
+    /// in time, through every retry.
+    #[error("cannot reach the till-server: {0}")]
+    ServerUnreachable(String),
     /// Syncing with, restoring from or taking the lease on the backup failed.
     #[error("the backup: {0}")]
     Replication(String),
@@ -153,10 +157,10 @@ impl From<till_log::ReadError> for Error {
 
 impl From<till_vss::replica::ReplicaError> for Error {
     fn from(e: till_vss::replica::ReplicaError) -> Self {
-        use till_vss::replica::{RemoteError, ReplicaError};
+        use till_vss::replica::ReplicaError;
         match e {
             ReplicaError::LeaseHeld { device, epoch } => Error::LeaseHeld { device, epoch },
-            ReplicaError::Remote(RemoteError::WrongKey) => Error::WrongKey,
+            ReplicaError::Remote(remote) => remote.into(),
             other => Error::Replication(other.to_string()),
         }
     }
@@ -164,10 +168,24 @@ impl From<till_vss::replica::ReplicaError> for Error {
 
 impl From<till_vss::replica::RestoreError> for Error {
     fn from(e: till_vss::replica::RestoreError) -> Self {
-        use till_vss::replica::{RemoteError, RestoreError};
+        use till_vss::replica::RestoreError;
         match e {
-            RestoreError::Remote(RemoteError::WrongKey) => Error::WrongKey,
+            RestoreError::Remote(remote) => remote.into(),
             RestoreError::NoBackup(_) => Error::NoBackup,
+            other => Error::Replication(other.to_string()),
+        }
+    }
+}
+
+impl From<till_vss::replica::RemoteError> for Error {
+    fn from(e: till_vss::replica::RemoteError) -> Self {
+        use till_vss::Error as VssError;
+        use till_vss::replica::RemoteError;
+        match e {
+            RemoteError::WrongKey => Error::WrongKey,
+            RemoteError::Vss(e @ (VssError::Connection { .. } | VssError::Timeout { .. })) => {
+                Error::ServerUnreachable(e.to_string())
+            }
             other => Error::Replication(other.to_string()),
         }
     }

@@ -774,7 +774,37 @@ impl Log {
     /// Marks every event up to `seq` as shipped (only after the remote answered).
     /// Marking an already-shipped prefix again changes nothing.
     pub fn mark_shipped(&self, seq: u64) -> Result<(), OutboxError> {
-        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        self.write_shipped(seq, &[], redb::Durability::Immediate)
+    }
+
+    /// Like [`Log::mark_shipped`], and writes device-local records (see [`Log::local_get`]) in
+    /// the same commit, which is not synced to disk: the next append or closing the log makes it
+    /// durable, and a crash before that rolls it back, leaving the watermark behind. Only for a
+    /// caller that rebuilds a lagging watermark, as the replicator does from the server's head
+    /// when it resumes its lease; it saves the shipper a sync after every upload.
+    pub fn mark_shipped_unsynced(
+        &self,
+        seq: u64,
+        local: &[(&str, &[u8])],
+    ) -> Result<(), OutboxError> {
+        self.write_shipped(seq, local, redb::Durability::None)
+    }
+
+    fn write_shipped(
+        &self,
+        seq: u64,
+        local: &[(&str, &[u8])],
+        durability: redb::Durability,
+    ) -> Result<(), OutboxError> {
+        let mut txn = self.db.begin_write().map_err(StorageError::from)?;
+        txn.set_durability(durability)
+            .map_err(|e| OutboxError::Corrupt(e.to_string()))?;
+        {
+            let mut records = txn.open_table(LOCAL).map_err(StorageError::from)?;
+            for (name, value) in local {
+                records.insert(*name, *value).map_err(StorageError::from)?;
+            }
+        }
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
             let events = txn.open_table(EVENTS).map_err(StorageError::from)?;

@@ -3,14 +3,18 @@
 //!
 //! - (a) Till: the engine's node on the event log, channel state acknowledged only once the
 //!   till-vss replicator has it on a real till-server (the engine's `ReplicatorBarrier`);
+//! - (a0) the same with the replicator's `linger` at 0 (every event shipped as soon as it is
+//!   committed), to show what lingering saves;
 //! - (b) ldk-node on its default SQLite store (local disk only);
 //! - (c) ldk-node on its own VSS store against the same till-server.
 //!
 //! For each: p50/p99 latency of sequential payments (send until the customer sees
 //! `PaymentSuccessful`), payments per second sequentially and in a burst of payments in flight at
 //! once, and bytes uploaded to the server per payment, on the wire (through a counting proxy,
-//! HTTP included) for (a) and (c), and as object values (the replicator's own count) for (a).
-//! `TILL_BENCH_PAYMENTS` and `TILL_BENCH_BURST` change the counts (default 40 and 20).
+//! HTTP included) for (a) and (c), and as object values and uploads (the replicator's own
+//! counts) for (a) and (a0).
+//! `TILL_BENCH_PAYMENTS` and `TILL_BENCH_BURST` change the counts (default 40 and 20);
+//! `TILL_BENCH_KEEP=1` keeps the till's files and prints where.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -176,8 +180,16 @@ fn wait_success(customer: &TestNode, invoice: &Bolt11Invoice) {
     }
 }
 
-fn till_merchant(chain: &TestChain, url: &str, token: &str) -> Merchant {
-    let dir = tempfile::tempdir().unwrap();
+fn till_merchant(chain: &TestChain, url: &str, token: &str, linger: Duration) -> Merchant {
+    // TILL_BENCH_KEEP keeps the till's files (its log, ldk-node's debug log) to study a run.
+    let keep = std::env::var_os("TILL_BENCH_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        println!("(a) keeps its files in {}", dir.path().display());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -187,7 +199,11 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str) -> Merchant {
     let remote = till_engine::remote(&keys, &BackupConfig::new(url, token)).unwrap();
     let replica = Replica::new(Arc::clone(&log), remote.clone(), device_id(&log).unwrap());
     let lease = runtime.block_on(replica.acquire()).unwrap();
-    let handle = Replicator::start(Arc::clone(&log), remote, lease, ReplicatorConfig::default());
+    let config = ReplicatorConfig {
+        linger,
+        ..ReplicatorConfig::default()
+    };
+    let handle = Replicator::start(Arc::clone(&log), remote, lease, config);
     let store = LogStore::new(log, Arc::new(ReplicatorBarrier::new(handle.clone())));
     let listen = free_address();
     let mut config = NodeConfig::new(Network::Regtest, chain.url(), dir.path().join("ldk"));
@@ -253,6 +269,7 @@ struct Row {
     burst_pps: f64,
     wire_up_per_payment: Option<f64>,
     values_up_per_payment: Option<f64>,
+    uploads_per_payment: Option<f64>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -279,8 +296,8 @@ fn run(
     merchant.wait_received(&warm);
 
     let wire_before = proxy.map(CountingProxy::uploaded);
-    let values_before = match &merchant {
-        Merchant::Till { handle, .. } => Some(handle.status().bytes_uploaded),
+    let status_before = match &merchant {
+        Merchant::Till { handle, .. } => Some(handle.status()),
         Merchant::Ldk(_) => None,
     };
     let mut latencies = Vec::with_capacity(payments);
@@ -311,11 +328,15 @@ fn run(
     std::thread::sleep(Duration::from_millis(500));
     let total = (payments + burst) as f64;
     let wire = wire_before.map(|b| (proxy.unwrap().uploaded() - b) as f64 / total);
-    let values = match (&merchant, values_before) {
-        (Merchant::Till { handle, .. }, Some(b)) => {
-            Some((handle.status().bytes_uploaded - b) as f64 / total)
+    let (values, uploads) = match (&merchant, status_before) {
+        (Merchant::Till { handle, .. }, Some(before)) => {
+            let now = handle.status();
+            (
+                Some((now.bytes_uploaded - before.bytes_uploaded) as f64 / total),
+                Some((now.uploads - before.uploads) as f64 / total),
+            )
         }
-        _ => None,
+        _ => (None, None),
     };
     merchant.stop();
     drop(customer);
@@ -328,6 +349,7 @@ fn run(
         burst_pps: burst as f64 / burst_elapsed.as_secs_f64(),
         wire_up_per_payment: wire,
         values_up_per_payment: values,
+        uploads_per_payment: uploads,
     }
 }
 
@@ -359,6 +381,21 @@ fn main() {
             &chain,
             &format!("http://{}/vss", till_proxy.addr()),
             &till_token,
+            ReplicatorConfig::default().linger,
+        ),
+        Some(&till_proxy),
+        payments,
+        burst,
+    );
+    // The same with every event shipped at once: what lingering saves.
+    let a0 = run(
+        "(a0) Till, linger 0",
+        &chain,
+        till_merchant(
+            &chain,
+            &format!("http://{}/vss", till_proxy.addr()),
+            &till_token,
+            Duration::ZERO,
         ),
         Some(&till_proxy),
         payments,
@@ -390,26 +427,28 @@ fn main() {
         PAYMENT_MSAT
     );
     println!(
-        "{:<34} {:>8} {:>8} {:>9} {:>10} {:>12} {:>12}",
+        "{:<34} {:>8} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
         "merchant store",
         "p50 ms",
         "p99 ms",
         "seq pay/s",
         "burst pay/s",
         "wire B/pay",
-        "values B/pay"
+        "values B/pay",
+        "uploads/pay"
     );
-    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-    for row in [&a, &b, &c] {
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    for row in [&a, &a0, &b, &c] {
         println!(
-            "{:<34} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>12} {:>12}",
+            "{:<34} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>12} {:>12} {:>12}",
             row.name,
             row.p50_ms,
             row.p99_ms,
             row.seq_pps,
             row.burst_pps,
-            opt(row.wire_up_per_payment),
-            opt(row.values_up_per_payment)
+            opt(row.wire_up_per_payment, 0),
+            opt(row.values_up_per_payment, 0),
+            opt(row.uploads_per_payment, 1)
         );
     }
     println!(
@@ -419,6 +458,12 @@ fn main() {
         a.seq_pps / c.seq_pps,
         a.burst_pps / c.burst_pps,
         a.wire_up_per_payment.unwrap() / c.wire_up_per_payment.unwrap()
+    );
+    println!(
+        "lingering: a/a0 uploads per payment {:.2}x, p50 latency {:.2}x, sequential throughput {:.2}x",
+        a.uploads_per_payment.unwrap() / a0.uploads_per_payment.unwrap(),
+        a.p50_ms / a0.p50_ms,
+        a.seq_pps / a0.seq_pps
     );
     println!(
         "(total bench time {:.0} s)",

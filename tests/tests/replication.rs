@@ -607,3 +607,64 @@ async fn restore_while_the_master_keeps_writing() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_no_one_waits_for_linger_and_share_one_upload_until_a_waiter_comes() {
+    let s = server(true);
+    let mut a = Device::new(&s.server.vss_url(), &s.token, secret());
+    a.acquire(till_vss::replica::ReplicatorConfig {
+        linger: Duration::from_secs(60),
+        ..test_config()
+    })
+    .await
+    .unwrap();
+    let before = a.replicator().status();
+    // Five commits, each waking the replicator, and no one waiting: nothing is shipped yet.
+    let mut last = 0;
+    for round in 0..5 {
+        last = a.append(&format!("r{round}"), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = a.replicator().status();
+    assert_eq!(held.uploads, before.uploads, "{held:?}");
+    assert!(held.durable_seq < last, "{held:?}");
+    // A caller waiting for the last one ends the linger at once (well before its 60 s): all
+    // five go up in one upload.
+    let waited = std::time::Instant::now();
+    durable(&a, last).await;
+    assert!(
+        waited.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        waited.elapsed()
+    );
+    let shipped = a.replicator().status();
+    assert_eq!(shipped.uploads, before.uploads + 1, "{shipped:?}");
+    assert_eq!(
+        shipped.events_shipped,
+        before.events_shipped + 5,
+        "{shipped:?}"
+    );
+
+    // Events after that, still with no one waiting, ship on their own once the linger ends.
+    a.replicator().stop();
+    a.acquire(till_vss::replica::ReplicatorConfig {
+        linger: Duration::from_millis(200),
+        ..test_config()
+    })
+    .await
+    .unwrap();
+    let last = a.append("later", 3);
+    wait_until_durable_without_waiting(&a, last).await;
+}
+
+/// Polls the status (never `wait_durable`, which would end the linger) until `seq` is durable.
+async fn wait_until_durable_without_waiting(d: &Device, seq: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.replicator().durable_seq() < seq {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seq {seq} was never shipped by lingering"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -231,6 +231,9 @@ pub struct Secrets {
     /// The wallet's BIP39 words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mnemonic: Option<String>,
+    /// The wallet's BIP39 passphrase, when it has one (`--passphrase` on init or restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase: Option<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -238,6 +241,7 @@ impl fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("mnemonic", &self.mnemonic.as_ref().map(|_| "<set>"))
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -250,6 +254,9 @@ impl Drop for Secrets {
         }
         if let Some(m) = &mut self.mnemonic {
             m.zeroize();
+        }
+        if let Some(p) = &mut self.passphrase {
+            p.zeroize();
         }
     }
 }

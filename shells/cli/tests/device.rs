@@ -191,11 +191,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `till init`, answering its confirmation from the words it shows; `wrong` answers badly.
-/// Returns the words and the process's output.
-fn init(device: &Device, wrong: bool) -> (String, Output) {
+/// `till init`, answering its confirmation from the words it shows; `wrong` answers badly. With
+/// a passphrase, `till init --passphrase`, giving it when asked. Returns the words and the
+/// process's output.
+fn init(device: &Device, wrong: bool, passphrase: Option<&str>) -> (String, Output) {
+    let args: &[&str] = match passphrase {
+        Some(_) => &["init", "--passphrase"],
+        None => &["init"],
+    };
     let mut child = device
-        .command(&["init"])
+        .command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -220,6 +225,14 @@ fn init(device: &Device, wrong: bool) -> (String, Output) {
             let n: usize = rest.split_whitespace().next().unwrap().parse().unwrap();
             let answer = if wrong { "wrong" } else { &words[n - 1] };
             writeln!(stdin, "{answer}").unwrap();
+        }
+        if line == "Type the passphrase and press Enter:" {
+            writeln!(
+                stdin,
+                "{}",
+                passphrase.expect("asked only with --passphrase")
+            )
+            .unwrap();
         }
     }
     let out = child.wait_with_output().unwrap();
@@ -336,12 +349,18 @@ fn a_merchant_runs_a_till_from_the_command_line() {
         "refused pairings store nothing"
     );
 
-    // init: a wrong confirmation saves nothing; the right one saves the wallet.
-    let (_, wrong) = init(&a, true);
+    // init: a wrong confirmation saves nothing, nor does an empty passphrase; the right
+    // confirmation saves the wallet, protected by a BIP39 passphrase.
+    let (_, wrong) = init(&a, true, None);
     assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
     assert!(stderr(&wrong).contains("nothing was saved"));
     assert!(!has_mnemonic(&a.dir));
-    let (words, ok) = init(&a, false);
+    let (_, empty) = init(&a, false, Some(""));
+    assert_eq!(empty.status.code(), Some(2), "{}", stderr(&empty));
+    assert!(stderr(&empty).contains("no passphrase was given"));
+    assert!(!has_mnemonic(&a.dir));
+    let passphrase = "till passphrase 7f3a";
+    let (words, ok) = init(&a, false, Some(passphrase));
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(words.split(' ').count(), 12);
     assert!(has_mnemonic(&a.dir));
@@ -472,7 +491,27 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     assert!(!has_mnemonic(&b.dir));
     let invalid = b.run_with_stdin(&["restore"], "three wrong words\n");
     assert_eq!(invalid.status.code(), Some(2), "{}", stderr(&invalid));
-    let restored = b.run_with_stdin(&["--json", "restore"], &format!("{words}\n"));
+    // The right words without the passphrase, or with another one, derive another backup.
+    for (args, input) in [
+        (&["restore"][..], format!("{words}\n")),
+        (
+            &["restore", "--passphrase"][..],
+            format!("{words}\n{passphrase}x\n"),
+        ),
+    ] {
+        let refused = b.run_with_stdin(args, &input);
+        assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+        assert!(
+            stderr(&refused).contains("a wrong mnemonic or passphrase"),
+            "{}",
+            stderr(&refused)
+        );
+        assert!(!has_mnemonic(&b.dir));
+    }
+    let restored = b.run_with_stdin(
+        &["--json", "restore", "--passphrase"],
+        &format!("{words}\n{passphrase}\n"),
+    );
     assert!(restored.status.success(), "{}", stderr(&restored));
     let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
     assert!(restored["last_seq"].as_u64().unwrap() > 0, "{restored}");
@@ -580,7 +619,12 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     drop(server);
 
     // No mnemonic, token or invitation code in any output or log file.
-    let mut secrets = vec![words.clone(), secret_token(&a.dir), secret_token(&b.dir)];
+    let mut secrets = vec![
+        words.clone(),
+        passphrase.to_owned(),
+        secret_token(&a.dir),
+        secret_token(&b.dir),
+    ];
     for link in [&link_a, &link_b, &link_expired] {
         secrets.push(link.rsplit('/').next().unwrap().to_owned());
     }

@@ -6,6 +6,7 @@
 //! caller blocking a worker thread of another runtime on
 //! [`ReplicatorHandle::wait_durable_blocking`] can never starve it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,12 @@ pub struct ReplicatorConfig {
     pub backoff_min: Duration,
     /// Longest wait between retries while the server is unreachable.
     pub backoff_max: Duration,
+    /// How long events no one waits for yet may wait to share an upload with later ones. A
+    /// caller waiting for durability ends the wait at once, so channel state is never held
+    /// back; the events a node writes between two channel-state writes (payment records, its
+    /// event queue) then ride along instead of occupying the connection with uploads of their
+    /// own. Zero ships every event as soon as it is committed.
+    pub linger: Duration,
 }
 
 impl Default for ReplicatorConfig {
@@ -65,6 +72,7 @@ impl Default for ReplicatorConfig {
             retention: Retention::KeepAll,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -142,6 +150,8 @@ struct Shared {
     changed: Notify,
     wake: Notify,
     control: Mutex<Control>,
+    /// The highest seq a caller has waited for: while it is not durable, nothing lingers.
+    wanted: AtomicU64,
 }
 
 #[derive(Default)]
@@ -185,7 +195,9 @@ pub struct Replicator;
 
 impl Replicator {
     /// Starts the replicator on its own thread. It ships whatever the outbox
-    /// holds at once, then whenever [`ReplicatorHandle::notify`] is called.
+    /// holds, then whenever [`ReplicatorHandle::notify`] is called: at once
+    /// when a caller waits for durability, otherwise within
+    /// [`ReplicatorConfig::linger`].
     pub fn start(
         log: Arc<Log>,
         remote: Remote,
@@ -207,6 +219,7 @@ impl Replicator {
             changed: Notify::new(),
             wake: Notify::new(),
             control: Mutex::new(Control::default()),
+            wanted: AtomicU64::new(0),
         });
         let worker = Worker {
             log,
@@ -239,6 +252,12 @@ impl ReplicatorHandle {
         self.shared.wake.notify_one();
     }
 
+    /// A caller waits for `seq`: ship it without lingering.
+    fn want(&self, seq: u64) {
+        self.shared.wanted.fetch_max(seq, Ordering::SeqCst);
+        self.notify();
+    }
+
     /// The current status.
     pub fn status(&self) -> ReplicatorStatus {
         self.shared
@@ -261,7 +280,7 @@ impl ReplicatorHandle {
     /// Waits until `seq` is durable on the server (R6). Waits through
     /// outages; fails only when the replicator is fenced or stopped.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), DurableError> {
-        self.notify();
+        self.want(seq);
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -280,7 +299,7 @@ impl ReplicatorHandle {
         seq: u64,
         timeout: Option<Duration>,
     ) -> Result<(), DurableError> {
-        self.notify();
+        self.want(seq);
         let deadline = timeout.map(|t| (std::time::Instant::now() + t, t));
         let mut status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -412,6 +431,14 @@ impl Worker {
                 self.finish(ReplicatorState::Stopped);
                 return;
             }
+            match self.lingers(release) {
+                Ok(true) => self.linger().await,
+                Ok(false) => {}
+                Err(e) => {
+                    self.finish(ReplicatorState::Failed(e));
+                    return;
+                }
+            }
             let upload = match self.prepare() {
                 Ok(u) => u,
                 Err(e) => {
@@ -456,6 +483,40 @@ impl Worker {
                     self.finish(ReplicatorState::Failed(e));
                     return;
                 }
+            }
+        }
+    }
+
+    /// Whether the outbox holds events no caller waits for yet, which may wait for more.
+    fn lingers(&self, release: bool) -> Result<bool, String> {
+        if release || self.config.linger.is_zero() || self.urgent() {
+            return Ok(false);
+        }
+        let head = self.log.head().map_err(|e| e.to_string())?.seq;
+        Ok(head > self.log.shipped().map_err(|e| e.to_string())?)
+    }
+
+    /// A caller waits for an event that is not durable yet, or the replicator is asked to
+    /// release or stop.
+    fn urgent(&self) -> bool {
+        let durable = self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .durable_seq;
+        let (release, stop) = self.shared.control();
+        release || stop || self.shared.wanted.load(Ordering::SeqCst) > durable
+    }
+
+    /// Waits up to [`ReplicatorConfig::linger`] for more events, ending as soon as the wait is
+    /// [`Worker::urgent`].
+    async fn linger(&self) {
+        let until = tokio::time::Instant::now() + self.config.linger;
+        while !self.urgent() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = self.shared.wake.notified() => {}
             }
         }
     }
@@ -647,9 +708,7 @@ impl Worker {
     }
 
     /// Records a landed upload: status first (the events are on the server,
-    /// so waiters may go on), then the outbox watermark and position. A crash
-    /// between the two leaves the watermark behind the server, which resuming
-    /// the lease reconciles from the head.
+    /// so waiters may go on), then the outbox watermark and position.
     fn landed(&mut self, upload: Upload) -> Result<(), String> {
         let segments = upload.manifest.segments;
         self.shared.update(|s| {
@@ -660,13 +719,13 @@ impl Worker {
             s.bytes_uploaded += upload.bytes;
             s.segments = segments;
         });
-        if upload.events > 0 {
-            self.log
-                .mark_shipped(upload.last_seq)
-                .map_err(|e| e.to_string())?;
-        }
+        // Not synced: a crash that rolls it back leaves the watermark and the segment ordinal
+        // behind the server, which resuming the lease and pulling reconcile.
         self.log
-            .local_put(NEXT_SEGMENT, &segments.to_le_bytes())
+            .mark_shipped_unsynced(
+                upload.last_seq,
+                &[(NEXT_SEGMENT, segments.to_le_bytes().as_slice())],
+            )
             .map_err(|e| e.to_string())?;
         self.manifest = upload.manifest;
         self.version += 1;

@@ -52,7 +52,7 @@ pub fn keys(secrets: &Secrets) -> Result<Keys, Failure> {
                 .to_owned(),
         )
     })?;
-    Keys::from_phrase(phrase, None).map_err(|_| {
+    Keys::from_phrase(phrase, secrets.passphrase.as_deref()).map_err(|_| {
         Failure::Failed(anyhow::anyhow!(
             "the wallet in secret.toml is damaged (not a valid mnemonic)"
         ))

@@ -25,11 +25,22 @@ pub struct PairArgs {
 
 /// `till restore`.
 #[derive(Debug, Args)]
-pub struct RestoreArgs {}
+pub struct RestoreArgs {
+    /// The till's words were protected with a BIP39 passphrase: ask for it after them (hidden
+    /// on a terminal, else the next line of stdin). Never given as a flag's value.
+    #[arg(long)]
+    passphrase: bool,
+}
 
 /// `till init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Protect the words with a BIP39 passphrase, asked for after the words are confirmed
+    /// (twice, hidden, on a terminal; else the next line of stdin). Restoring then needs the
+    /// words and the passphrase. Never given as a flag's value.
+    #[arg(long)]
+    passphrase: bool,
+}
 
 fn failed(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Failed(e.into())
@@ -43,6 +54,44 @@ fn read_line() -> Result<Option<Zeroizing<String>>, Failure> {
         .read_line(&mut line)
         .map_err(|e| failed(anyhow::anyhow!("reading stdin: {e}")))?;
     Ok((n > 0).then(|| Zeroizing::new(line.trim().to_owned())))
+}
+
+/// Reads the BIP39 passphrase: a hidden prompt on a terminal (twice when `twice`, for a new
+/// wallet), else one line of stdin, taken as it is apart from its line ending.
+fn read_passphrase(twice: bool) -> Result<Zeroizing<String>, Failure> {
+    let passphrase = if std::io::stdin().is_terminal() {
+        let prompt = |text: &str| {
+            rpassword::prompt_password(text)
+                .map(Zeroizing::new)
+                .map_err(|e| failed(anyhow::anyhow!("reading the passphrase: {e}")))
+        };
+        let first = prompt("The passphrase (not shown): ")?;
+        if twice && !first.is_empty() && *prompt("The passphrase again (not shown): ")? != *first {
+            return Err(Failure::Refused(
+                "the two passphrases differ; nothing was saved".into(),
+            ));
+        }
+        first
+    } else {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "Type the passphrase and press Enter:");
+        let _ = err.flush();
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| failed(anyhow::anyhow!("reading stdin: {e}")))?;
+        let end = line.trim_end_matches(['\n', '\r']).len();
+        Zeroizing::new(line[..end].to_owned())
+    };
+    if passphrase.is_empty() {
+        return Err(Failure::Usage(
+            "no passphrase was given (leave out --passphrase for a wallet without one); nothing \
+             was saved"
+                .into(),
+        ));
+    }
+    Ok(passphrase)
 }
 
 /// Creates the data dir, the log and the device id if they are missing; returns the device id.
@@ -193,7 +242,7 @@ struct Initialized {
 }
 
 /// Creates a new wallet: shows its words once, asks for two of them back, then saves it.
-pub fn init(config: &Config, out: &Output, _args: InitArgs) -> Result<(), Failure> {
+pub fn init(config: &Config, out: &Output, args: InitArgs) -> Result<(), Failure> {
     let secrets = Secrets::load(config).map_err(Failure::Failed)?;
     if secrets.mnemonic.is_some() {
         return Err(Failure::Refused(format!(
@@ -246,6 +295,7 @@ pub fn init(config: &Config, out: &Output, _args: InitArgs) -> Result<(), Failur
         }
     }
     drop(err);
+    let passphrase = args.passphrase.then(|| read_passphrase(true)).transpose()?;
     let network = device::network_name(config.network);
     // The network is part of the till: a restore learns it from here.
     log.put(device::network_key(), network.as_bytes().to_vec())
@@ -254,6 +304,7 @@ pub fn init(config: &Config, out: &Output, _args: InitArgs) -> Result<(), Failur
     let secrets = Secrets {
         token: secrets.token.clone(),
         mnemonic: Some(phrase.to_string()),
+        passphrase: passphrase.as_deref().map(|p| p.to_string()),
     };
     secrets.save(config).map_err(Failure::Failed)?;
     config
@@ -304,7 +355,7 @@ struct Restored {
 
 /// Restores an existing till from its words and the server's backup; the device becomes a
 /// follower at the backup's head.
-pub fn restore(config: &Config, out: &Output, _args: RestoreArgs) -> Result<(), Failure> {
+pub fn restore(config: &Config, out: &Output, args: RestoreArgs) -> Result<(), Failure> {
     let secrets = Secrets::load(config).map_err(Failure::Failed)?;
     if secrets.mnemonic.is_some() {
         return Err(Failure::Refused(format!(
@@ -315,7 +366,12 @@ pub fn restore(config: &Config, out: &Output, _args: RestoreArgs) -> Result<(), 
     }
     let pairing = device::pairing(config, &secrets)?;
     let phrase = read_mnemonic()?;
-    let keys = Keys::from_phrase(&phrase, None).map_err(engine_failure)?;
+    let passphrase = args
+        .passphrase
+        .then(|| read_passphrase(false))
+        .transpose()?;
+    let keys = Keys::from_phrase(&phrase, passphrase.as_deref().map(|p| p.as_str()))
+        .map_err(engine_failure)?;
     drop(phrase);
     let saved_keys = keys.clone();
     let device = prepare_device(config)?;
@@ -324,16 +380,17 @@ pub fn restore(config: &Config, out: &Output, _args: RestoreArgs) -> Result<(), 
     let existing = till_log::Log::open(config.log_path())
         .map(|log| log.head().map(|h| h.seq).unwrap_or(0))
         .unwrap_or(0);
+    // A spinner while the backup's head is read; a bar once the segments are known.
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "restoring {bar:30} {pos}/{len} segments, seq {msg} ({elapsed})",
-        )
-        .expect("a valid template"),
+        indicatif::ProgressStyle::with_template("{spinner} restoring: {msg} ({elapsed})")
+            .expect("a valid template"),
     );
+    bar.set_message("reading the backup's head");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let (till, continued) = if existing > 0 {
         // An earlier restore was interrupted: pull the rest like a follower does.
-        bar.set_message(existing.to_string());
+        bar.set_message(format!("continuing from seq {existing}"));
         let till = Till::open(config.log_path(), keys, till_config).map_err(engine_failure)?;
         till.sync().map_err(engine_failure)?;
         (till, true)
@@ -342,6 +399,12 @@ pub fn restore(config: &Config, out: &Output, _args: RestoreArgs) -> Result<(), 
             RestoreProgress::Planned {
                 segments, last_seq, ..
             } => {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "restoring {bar:30} {pos}/{len} segments, seq {msg} ({elapsed})",
+                    )
+                    .expect("a valid template"),
+                );
                 bar.set_length(segments);
                 bar.set_message(format!("0 of {last_seq}"));
             }
@@ -365,6 +428,7 @@ pub fn restore(config: &Config, out: &Output, _args: RestoreArgs) -> Result<(), 
         token: secrets.token.clone(),
         // Saved only once the words opened the backup.
         mnemonic: Some(saved_keys.phrase().to_string()),
+        passphrase: passphrase.as_deref().map(|p| p.to_string()),
     };
     secrets.save(config).map_err(Failure::Failed)?;
     config
