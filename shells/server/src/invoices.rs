@@ -116,8 +116,22 @@ async fn settle_expiry(
     }
 }
 
-/// Expires the invoice at its expiry unless it was paid first. A restart loses these timers;
-/// reads expire overdue invoices too, so the status is never wrong when looked at.
+/// Restores the expiry timers a restart lost: every invoice still `new` (of any user) expires
+/// at its time, or at once if that passed while the server was down, and its subscribers hear
+/// of it. Returns how many it found.
+pub(crate) async fn resume_expiries(app: &Arc<App>) -> Result<usize, StoreError> {
+    let since_ms = now_ms() - (MAX_EXPIRY_SECS * 1000) as i64;
+    let open = app.store.open_invoices(since_ms).await?;
+    let found = open.len();
+    for (user, record) in open {
+        schedule_expiry(app.clone(), user, record);
+    }
+    Ok(found)
+}
+
+/// Expires the invoice at its expiry unless it was paid first. The timers live in memory:
+/// [`resume_expiries`] sets them again when the server starts, and reads expire overdue invoices
+/// too, so the status is never wrong when looked at.
 fn schedule_expiry(app: Arc<App>, user: UserId, record: InvoiceRecord) {
     tokio::spawn(async move {
         let wait = (record.expires_ms - now_ms()).max(0) as u64;
@@ -472,5 +486,97 @@ pub(crate) fn refuse_cashier(role: Role, what: &str) -> Result<(), JsonError> {
                 "a cashier token may only create and view invoices; {what} needs an owner token"
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::store::Storage;
+    use crate::store::redb::RedbStorage;
+
+    fn record(id: &str, status: InvoiceStatus, created_ms: i64, expires_ms: i64) -> InvoiceRecord {
+        InvoiceRecord {
+            id: id.to_owned(),
+            bolt11: format!("lnbcrt10u1{id}"),
+            amount_sat: 1000,
+            description: String::new(),
+            status,
+            created_ms,
+            expires_ms,
+            paid_ms: None,
+            received_msat: None,
+        }
+    }
+
+    /// A server that starts over a file holding open invoices (as after a restart) expires them
+    /// on time and tells the status streams: one overdue while it was down at once, one later at
+    /// its expiry; paid and long-gone invoices are left alone.
+    #[tokio::test]
+    async fn a_started_server_expires_the_invoices_a_restart_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Storage> = Arc::new(RedbStorage::open(dir.path()).unwrap());
+        let (_, credential) = crate::auth::issue();
+        let user = store.create_user("shop", &credential).await.unwrap();
+        let (_, credential) = crate::auth::issue();
+        let other = store.create_user("other", &credential).await.unwrap();
+        let now = now_ms();
+        let week_ms = (MAX_EXPIRY_SECS * 1000) as i64;
+        let records = [
+            (
+                user,
+                record("overdue", InvoiceStatus::New, now - 60_000, now - 1_000),
+            ),
+            (other, record("later", InvoiceStatus::New, now, now + 700)),
+            (user, record("paid", InvoiceStatus::Paid, now, now - 1_000)),
+            (
+                user,
+                record(
+                    "ancient",
+                    InvoiceStatus::New,
+                    now - 2 * week_ms,
+                    now - week_ms,
+                ),
+            ),
+        ];
+        for (owner, r) in &records {
+            store.put_invoice(*owner, r).await.unwrap();
+        }
+        let app = Arc::new(App {
+            store: store.clone(),
+            max_body_bytes: 1 << 20,
+            lease_check: true,
+            hub: Hub::new(
+                store.clone(),
+                None,
+                crate::DEFAULT_HEARTBEAT,
+                Duration::from_secs(5),
+            ),
+            invoice_events: tokio::sync::broadcast::channel(16).0,
+            public_url: "http://till.invalid/".to_owned(),
+        });
+        let mut events = app.invoice_events.subscribe();
+
+        assert_eq!(resume_expiries(&app).await.unwrap(), 2);
+        let mut expired = Vec::new();
+        for _ in 0..2 {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("an expiry within 10 s")
+                .unwrap();
+            assert_eq!(event.record.status, InvoiceStatus::Expired);
+            expired.push((event.user, event.record.id));
+        }
+        assert_eq!(
+            expired,
+            [(user, "overdue".to_owned()), (other, "later".to_owned())]
+        );
+        assert!(now_ms() >= now + 700, "the later one waited for its expiry");
+        let paid = store.invoice(user, "paid").await.unwrap().unwrap();
+        assert_eq!(paid.status, InvoiceStatus::Paid);
+        let stored = store.invoice(other, "later").await.unwrap().unwrap();
+        assert_eq!(stored.status, InvoiceStatus::Expired);
+        assert!(events.try_recv().is_err(), "nothing else was expired");
     }
 }

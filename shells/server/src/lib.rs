@@ -402,6 +402,13 @@ impl Server {
                 socket.serve(app.store.clone(), app.public_url.clone()),
             ))
         });
+        // The invoice expiry timers live in memory: set again those of invoices still open.
+        let resumed = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = invoices::resume_expiries(&resumed).await {
+                eprintln!("till-server: restoring the invoice expiry timers: {e}");
+            }
+        });
         let router = http::router(app).layer(axum::middleware::from_fn(conn::track_requests));
         let served = axum::serve(
             conn::LimitedListener::new(listener, limits),

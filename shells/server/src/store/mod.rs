@@ -402,6 +402,13 @@ pub(crate) trait Storage: Send + Sync + 'static {
     /// The user's invoices, newest first.
     async fn invoices(&self, user: UserId) -> Result<Vec<InvoiceRecord>, StoreError>;
 
+    /// Every user's invoices that are still `new` and were created at or after `since_ms`
+    /// (older ones are past the longest expiry): what a starting server must expire in time.
+    async fn open_invoices(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(UserId, InvoiceRecord)>, StoreError>;
+
     /// Moves invoice `id` from `new` to `to` in one transaction (`paid_ms`, `received_msat` set
     /// for paid). Returns the changed record, or `None` if it is missing or no longer `new`.
     async fn finish_invoice(

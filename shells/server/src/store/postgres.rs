@@ -632,6 +632,28 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
+    async fn open_invoices(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(UserId, InvoiceRecord)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT user_id, record FROM till_invoices WHERE created_ms >= $1",
+                &[&since_ms],
+            )
+            .await
+            .map_err(db("list open invoices"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let record = decode_invoice(row.get::<_, &[u8]>(1))?;
+            if record.status == InvoiceStatus::New {
+                out.push((UserId(row.get(0)), record));
+            }
+        }
+        Ok(out)
+    }
+
     async fn finish_invoice(
         &self,
         user: UserId,

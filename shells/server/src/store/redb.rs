@@ -1080,6 +1080,30 @@ impl Storage for RedbStorage {
         Ok(all)
     }
 
+    async fn open_invoices(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(UserId, InvoiceRecord)>, StoreError> {
+        self.read(move |rtx| {
+            let invoices = rtx
+                .open_table(INVOICES)
+                .map_err(|e| err("open invoices")(e.into()))?;
+            let mut out = Vec::new();
+            for entry in invoices
+                .iter()
+                .map_err(|e| err("scan invoices")(e.into()))?
+            {
+                let (k, v) = entry.map_err(|e| err("scan invoices")(e.into()))?;
+                let record = decode_invoice(v.value())?;
+                if record.status == InvoiceStatus::New && record.created_ms >= since_ms {
+                    out.push((UserId(k.value().0), record));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn finish_invoice(
         &self,
         user: UserId,
