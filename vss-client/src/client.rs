@@ -244,32 +244,81 @@ impl VssClient {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let payload = response.bytes().await.map_err(transport)?;
-        if (200..300).contains(&status) {
-            return Rs::decode(&payload[..]).map_err(|e| Error::UnexpectedResponse {
-                op,
-                status,
-                attempts: 1,
-                detail: format!("success body does not decode as the response message: {e}"),
-            });
-        }
-        Err(error_from_response(op, status, &payload))
+        decode_response(op, status, &payload)
     }
 }
 
-/// Maps an error response by its `error_code` (never by the status alone).
-fn error_from_response(op: Operation, status: u16, payload: &[u8]) -> Error {
-    let Ok(response) = ErrorResponse::decode(payload) else {
-        return Error::UnexpectedResponse {
+/// What one answer of the server means: a 2xx body decoded as the call's response message, or the
+/// error its body names. Everything the client makes of a response's bytes happens here, so the
+/// fuzz target `vss_responses` checks exactly this (through [`crate::fuzzing::vss_response`]).
+///
+/// A 2xx body that does not decode is [`Error::UnexpectedResponse`]; any other status is an error,
+/// mapped by [`error_from_response`]. Errors count one attempt; the caller sets the real count.
+pub(crate) fn decode_response<Rs: Message + Default>(
+    op: Operation,
+    status: u16,
+    payload: &[u8],
+) -> Result<Rs, Error> {
+    if (200..300).contains(&status) {
+        return Rs::decode(payload).map_err(|e| Error::UnexpectedResponse {
             op,
             status,
             attempts: 1,
-            detail: format!(
-                "error body ({} bytes) is not a VSS ErrorResponse",
-                payload.len()
-            ),
-        };
+            detail: format!("success body does not decode as the response message: {e}"),
+        });
+    }
+    Err(error_from_response(op, status, payload))
+}
+
+/// The most of an error response's `message` an [`Error`] keeps, in bytes (after escaping).
+/// The message comes from the server, which Till does not trust (it seals what it stores there),
+/// and ends up in logs and on terminals: Till's own server's messages are a line, so this keeps
+/// every real one whole and stops a broken or hostile server from filling a log with one error.
+pub(crate) const MESSAGE_LIMIT: usize = 1024;
+
+/// The server's `message` as an [`Error`] carries it: control characters (escape sequences, line
+/// breaks) escaped as `\u{..}` so an error stays one inert line, and cut at [`MESSAGE_LIMIT`]
+/// bytes, saying how long it was. A message that has neither comes back unchanged.
+fn server_message(raw: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(raw.len().min(MESSAGE_LIMIT));
+    for c in raw.chars() {
+        let before = out.len();
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MESSAGE_LIMIT {
+            out.truncate(before);
+            let _ = write!(out, "... (cut; {} bytes in all)", raw.len());
+            break;
+        }
+    }
+    out
+}
+
+/// Maps an error response by its `error_code` (never by the status alone). An empty body or one
+/// that is no `ErrorResponse` (a proxy's error page) is [`Error::UnexpectedResponse`], transient
+/// for a 5xx or 429: an empty body would decode as code UNKNOWN, which is never retried, and proxies
+/// answer 502 or 503 with an empty body while the server is restarting.
+fn error_from_response(op: Operation, status: u16, payload: &[u8]) -> Error {
+    let unexpected = |detail: String| Error::UnexpectedResponse {
+        op,
+        status,
+        attempts: 1,
+        detail,
     };
-    let message = response.message.clone();
+    if payload.is_empty() {
+        return unexpected("empty error body, not a VSS ErrorResponse".to_owned());
+    }
+    let Ok(response) = ErrorResponse::decode(payload) else {
+        return unexpected(format!(
+            "error body ({} bytes) is not a VSS ErrorResponse",
+            payload.len()
+        ));
+    };
+    let message = server_message(&response.message);
     match ErrorCode::from_i32(response.error_code).ok_or(()) {
         Ok(ErrorCode::ConflictException) => Error::Conflict { op, message },
         Ok(ErrorCode::NoSuchKeyException) => Error::NoSuchKey {
@@ -477,5 +526,75 @@ mod tests {
         assert!(matches!(e, Error::UnexpectedResponse { status: 502, .. }) && e.is_transient());
         let e = error_from_response(Operation::GetObject, 404, b"<html>not found</html>");
         assert!(!e.is_transient());
+    }
+
+    /// An empty body decodes as an ErrorResponse with code UNKNOWN, which is never retried; a
+    /// proxy's empty 502 or 503 while the server restarts must be retried like its error page.
+    #[test]
+    fn an_empty_error_body_is_unexpected_and_transient_only_for_5xx_and_429() {
+        for (status, transient) in [(502, true), (503, true), (429, true), (404, false)] {
+            let e = error_from_response(Operation::PutObjects, status, b"");
+            assert!(
+                matches!(e, Error::UnexpectedResponse { status: s, .. } if s == status),
+                "{e}"
+            );
+            assert_eq!(e.is_transient(), transient, "{e}");
+        }
+        // A message alone (code UNKNOWN, so absent on the wire) is still an ErrorResponse.
+        let body = ErrorResponse {
+            error_code: 0,
+            message: "m".into(),
+        }
+        .encode_to_vec();
+        let e = error_from_response(Operation::PutObjects, 500, &body);
+        assert!(matches!(e, Error::UnknownErrorCode { code: 0, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_success_body_decodes_or_is_unexpected_and_never_retried() {
+        let value = KeyValue::new("k", 3, b"v".to_vec());
+        let body = GetObjectResponse {
+            value: Some(value.clone()),
+        }
+        .encode_to_vec();
+        let got: GetObjectResponse = decode_response(Operation::GetObject, 200, &body).unwrap();
+        assert_eq!(got.value, Some(value));
+        let e = decode_response::<GetObjectResponse>(Operation::GetObject, 200, &body[..4])
+            .unwrap_err();
+        assert!(matches!(e, Error::UnexpectedResponse { status: 200, .. }) && !e.is_transient());
+        // A non-2xx is an error even when its body decodes as the response message.
+        let e = decode_response::<PutObjectResponse>(
+            Operation::PutObjects,
+            409,
+            &encoded(ErrorCode::ConflictException),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    }
+
+    #[test]
+    fn server_messages_are_kept_whole_unless_long_or_with_control_characters() {
+        let plain = "version conflict on \"head\" (expected 3, found 4) ✓";
+        assert_eq!(server_message(plain), plain);
+        assert_eq!(
+            server_message("a\u{1b}[2Jb\nc"),
+            "a\\u{1b}[2Jb\\u{a}c",
+            "escape sequences and line breaks are escaped"
+        );
+        let long = "é".repeat(3000);
+        let cut = server_message(&long);
+        assert!(cut.len() <= MESSAGE_LIMIT + 40, "{}", cut.len());
+        assert!(cut.starts_with(&"é".repeat(MESSAGE_LIMIT / 2)));
+        assert!(cut.ends_with("... (cut; 6000 bytes in all)"), "{cut}");
+        let e = error_from_response(
+            Operation::GetObject,
+            409,
+            &ErrorResponse {
+                error_code: ErrorCode::ConflictException as i32,
+                message: "\u{7}".repeat(100_000),
+            }
+            .encode_to_vec(),
+        );
+        assert!(e.to_string().len() <= MESSAGE_LIMIT + 100, "{e}");
     }
 }

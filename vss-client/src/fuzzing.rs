@@ -1,9 +1,10 @@
-//! The checks the fuzz targets `open_head`, `manifest`, `snapshot` and `restore_plan` run,
-//! shared with the test that replays their corpora, so a corpus file is checked the same way in
-//! both places; and the encoders that write their seeds. Not part of the stable API.
+//! The checks the fuzz targets `open_head`, `manifest`, `snapshot`, `restore_plan` and
+//! `vss_responses` run, shared with the test that replays their corpora, so a corpus file is checked
+//! the same way in both places; and the encoders that write their seeds. Not part of the stable API.
 //!
 //! Every check goes through the real decoder: [`Manifest::open`], [`LeaseHeader::decode`], the
-//! snapshot chunk opener of [`Remote::snapshot`] followed by `Log::install_snapshot`, and [`plan`].
+//! snapshot chunk opener of [`Remote::snapshot`] followed by `Log::install_snapshot`, [`plan`], and
+//! the client's decoding of a server's answer that every [`VssClient`] call goes through.
 //! Where the fuzzer could never forge a valid seal, the harness seals the fuzzer's bytes under the
 //! fuzz keys itself, so the decoder behind the AEAD check is reached too.
 
@@ -11,15 +12,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prost::Message as _;
+
 use till_log::segment::{self, Binding, Kind};
 use till_log::{Hash, Log, State};
 
+use crate::client::{MESSAGE_LIMIT, decode_response};
+use crate::proto::{
+    DeleteObjectResponse, ErrorCode, ErrorResponse, GetObjectResponse, KeyValue,
+    ListKeyVersionsResponse, PutObjectResponse,
+};
 use crate::replica::object_names as names;
 use crate::replica::{
     BackupKeys, LEASE_HEADER_LEN, LeaseHeader, Manifest, PlanError, Remote, SnapshotRef, Target,
     plan,
 };
-use crate::{BearerToken, ClientConfig, VssClient};
+use crate::{BearerToken, ClientConfig, Error, Operation, VssClient};
 
 /// The backup secret every target and seed uses.
 pub const FUZZ_SECRET: [u8; 32] = [0x5a; 32];
@@ -527,6 +535,324 @@ pub fn snapshot_plain_seed(state: &State, chunk_bytes: usize) -> Vec<u8> {
         let len = u16::try_from(plain.len()).expect("seed chunks are small");
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&plain);
+    }
+    out
+}
+
+/// The calls of `vss_responses`, by its first byte (mod 4), each with its response message.
+pub const VSS_RESPONSE_OPS: [Operation; 4] = [
+    Operation::GetObject,
+    Operation::PutObjects,
+    Operation::DeleteObject,
+    Operation::ListKeyVersions,
+];
+
+/// The lowest HTTP status `vss_responses` gives; its second and third bytes (u16 LE, mod 500)
+/// are added to it, so every status from 100 to 599 is reached.
+pub const VSS_RESPONSE_MIN_STATUS: u16 = 100;
+
+/// The most an error's message may be longer than the server's message it carries (cut at
+/// `MESSAGE_LIMIT`): the call, the status, the code and the note saying where it was cut.
+const ERROR_TEXT_OVERHEAD: usize = 256;
+
+/// `vss_responses`: `data` is a call (one byte), an HTTP status (two) and the body the server
+/// answered with, decoded as the client decodes every answer. A 2xx is the call's response message
+/// (which round-trips), or an `UnexpectedResponse` that is never retried when it does not decode;
+/// any other status is never a success: its `ErrorResponse`'s code alone picks the error (the
+/// status only matters for a body that is empty or no `ErrorResponse`, transient for 5xx and 429),
+/// and the server's message is carried whole when short and plain, else escaped and cut, so an
+/// error's text is one line of bounded length. Returns the error, if the answer is one.
+pub fn vss_response(data: &[u8]) -> Result<(), Error> {
+    let mut input = Input(data);
+    let op = VSS_RESPONSE_OPS[usize::from(input.u8() % 4)];
+    let status = VSS_RESPONSE_MIN_STATUS + input.u16() % 500;
+    let body = input.0;
+    match op {
+        Operation::GetObject => check_response::<GetObjectResponse>(op, status, body),
+        Operation::PutObjects => check_response::<PutObjectResponse>(op, status, body),
+        Operation::DeleteObject => check_response::<DeleteObjectResponse>(op, status, body),
+        Operation::ListKeyVersions => check_response::<ListKeyVersionsResponse>(op, status, body),
+    }
+}
+
+fn check_response<Rs>(op: Operation, status: u16, body: &[u8]) -> Result<(), Error>
+where
+    Rs: prost::Message + Default + PartialEq + std::fmt::Debug,
+{
+    let success = (200..300).contains(&status);
+    let mut error = match decode_response::<Rs>(op, status, body) {
+        Ok(response) => {
+            assert!(success, "HTTP {status} is never a success");
+            let again = Rs::decode(&response.encode_to_vec()[..]);
+            assert_eq!(
+                again.as_ref(),
+                Ok(&response),
+                "a decoded response round-trips"
+            );
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    assert_eq!(error.operation(), op);
+    let unexpected = matches!(
+        &error,
+        Error::UnexpectedResponse { status: s, attempts: 1, .. } if *s == status
+    );
+    if success {
+        assert!(unexpected, "a 2xx fails only as unexpected: {error:?}");
+        assert!(
+            Rs::decode(body).is_err(),
+            "a 2xx fails only when its body does not decode"
+        );
+        assert!(
+            !error.is_transient(),
+            "an undecodable success is not retried"
+        );
+    } else {
+        check_error(&error, status, body, unexpected);
+    }
+    // As `VssClient::call` does before deciding to retry: the text stays bounded.
+    error.set_attempts(u32::MAX);
+    let text = error.to_string();
+    assert!(text.starts_with(op.path()), "{text}");
+    assert!(
+        text.len() <= MESSAGE_LIMIT + ERROR_TEXT_OVERHEAD,
+        "an error's text is bounded, whatever the body: {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.chars().any(char::is_control),
+        "an error's text is one inert line: {text:?}"
+    );
+    let _ = format!("{error:?}");
+    Err(error)
+}
+
+/// The error of a non-2xx answer is decided by the code of its `ErrorResponse`, never the status.
+fn check_error(error: &Error, status: u16, body: &[u8], unexpected: bool) {
+    let decoded = ErrorResponse::decode(body)
+        .ok()
+        .filter(|_| !body.is_empty());
+    let Some(response) = decoded else {
+        assert!(unexpected, "an empty or undecodable error body: {error:?}");
+        assert_eq!(error.is_transient(), status >= 500 || status == 429);
+        return;
+    };
+    let message = match error {
+        Error::Conflict { message, .. } => {
+            assert_eq!(response.error_code, ErrorCode::ConflictException as i32);
+            message
+        }
+        Error::NoSuchKey {
+            message,
+            store_id,
+            key,
+            ..
+        } => {
+            assert_eq!(response.error_code, ErrorCode::NoSuchKeyException as i32);
+            // `get_object` names the store and key it asked for.
+            assert!(store_id.is_empty() && key.is_empty());
+            message
+        }
+        Error::InvalidRequest {
+            status: s, message, ..
+        } => {
+            assert_eq!(
+                response.error_code,
+                ErrorCode::InvalidRequestException as i32
+            );
+            assert_eq!(*s, status);
+            message
+        }
+        Error::Auth { message, .. } => {
+            assert_eq!(response.error_code, ErrorCode::AuthException as i32);
+            message
+        }
+        Error::Internal {
+            message, attempts, ..
+        } => {
+            assert_eq!(
+                response.error_code,
+                ErrorCode::InternalServerException as i32
+            );
+            assert_eq!(*attempts, 1);
+            message
+        }
+        Error::UnknownErrorCode {
+            status: s,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!(*code, response.error_code);
+            assert!(
+                ErrorCode::from_i32(*code).is_none_or(|c| c == ErrorCode::Unknown),
+                "a known code {code} maps to its own error"
+            );
+            assert_eq!(*s, status);
+            message
+        }
+        other => panic!("a decodable ErrorResponse gives a protocol error, not {other:?}"),
+    };
+    assert_eq!(
+        error.is_transient(),
+        response.error_code == ErrorCode::InternalServerException as i32,
+        "only INTERNAL_SERVER is retried, whatever the status: {error:?}"
+    );
+    let raw = &response.message;
+    if raw.len() <= MESSAGE_LIMIT && !raw.chars().any(char::is_control) {
+        assert_eq!(message, raw, "a short, plain message is carried whole");
+    } else {
+        assert!(
+            message.len() <= MESSAGE_LIMIT + 64,
+            "{} bytes",
+            message.len()
+        );
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+    }
+}
+
+/// A `vss_responses` input: `op`'s answer with `status` (100 to 599) and `body`.
+pub fn vss_response_input(op: Operation, status: u16, body: &[u8]) -> Vec<u8> {
+    assert!(
+        (VSS_RESPONSE_MIN_STATUS..600).contains(&status),
+        "status {status}"
+    );
+    let index = VSS_RESPONSE_OPS
+        .iter()
+        .position(|&o| o == op)
+        .expect("one of the four calls");
+    let mut out = vec![index as u8];
+    out.extend_from_slice(&(status - VSS_RESPONSE_MIN_STATUS).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The `vss_responses` seeds, named: each response message as a server sends it (200), a success
+/// body that does not decode, every error code (and an unknown one) under its own status and
+/// others (500, as old servers send every error; 403, as Till's server refuses a cashier token),
+/// an over-long message and one with escape sequences, and a proxy's empty and HTML error pages.
+pub fn vss_response_seeds() -> Vec<(String, Vec<u8>)> {
+    let seed = |name: &str, op, status, body: Vec<u8>| {
+        (
+            format!("seed-{name}"),
+            vss_response_input(op, status, &body),
+        )
+    };
+    let error = |code: i32, message: &str| {
+        ErrorResponse {
+            error_code: code,
+            message: message.to_owned(),
+        }
+        .encode_to_vec()
+    };
+    let get = GetObjectResponse {
+        value: Some(KeyValue::new("head", 7, b"sealed head".to_vec())),
+    }
+    .encode_to_vec();
+    let list = |token: Option<&str>| {
+        ListKeyVersionsResponse {
+            key_versions: vec![
+                KeyValue::new("head", 7, Vec::new()),
+                KeyValue::new("seg/0", 1, Vec::new()),
+            ],
+            next_page_token: token.map(str::to_owned),
+            global_version: Some(3),
+        }
+        .encode_to_vec()
+    };
+    let mut out = vec![
+        seed("get-object", Operation::GetObject, 200, get.clone()),
+        seed("get-object-no-value", Operation::GetObject, 200, Vec::new()),
+        seed(
+            "get-object-truncated",
+            Operation::GetObject,
+            200,
+            get[..get.len() - 3].to_vec(),
+        ),
+        seed(
+            "put-objects",
+            Operation::PutObjects,
+            200,
+            PutObjectResponse {}.encode_to_vec(),
+        ),
+        seed(
+            "delete-object",
+            Operation::DeleteObject,
+            200,
+            DeleteObjectResponse {}.encode_to_vec(),
+        ),
+        seed(
+            "list-page",
+            Operation::ListKeyVersions,
+            200,
+            list(Some("seg/0")),
+        ),
+        seed(
+            "list-last-page",
+            Operation::ListKeyVersions,
+            200,
+            list(None),
+        ),
+        seed(
+            "list-as-put",
+            Operation::PutObjects,
+            204,
+            list(Some("seg/0")),
+        ),
+        seed("proxy-empty-502", Operation::PutObjects, 502, Vec::new()),
+        seed(
+            "proxy-html-503",
+            Operation::GetObject,
+            503,
+            b"<html><body>503 Service Unavailable</body></html>".to_vec(),
+        ),
+        seed(
+            "proxy-html-404",
+            Operation::ListKeyVersions,
+            404,
+            b"<html>not found</html>".to_vec(),
+        ),
+        seed(
+            "error-long-message",
+            Operation::PutObjects,
+            409,
+            error(
+                ErrorCode::ConflictException as i32,
+                &"version mismatch ".repeat(200),
+            ),
+        ),
+        seed(
+            "error-escape-sequences",
+            Operation::GetObject,
+            400,
+            error(
+                ErrorCode::InvalidRequestException as i32,
+                "bad\u{1b}[2J\r\nkey",
+            ),
+        ),
+    ];
+    let codes = [
+        ("unknown", ErrorCode::Unknown as i32, 500),
+        ("conflict", ErrorCode::ConflictException as i32, 409),
+        ("invalid", ErrorCode::InvalidRequestException as i32, 400),
+        ("internal", ErrorCode::InternalServerException as i32, 500),
+        ("no-such-key", ErrorCode::NoSuchKeyException as i32, 404),
+        ("auth", ErrorCode::AuthException as i32, 401),
+        ("code-42", 42, 418),
+    ];
+    for (i, (name, code, own)) in codes.into_iter().enumerate() {
+        let op = VSS_RESPONSE_OPS[i % VSS_RESPONSE_OPS.len()];
+        let mut statuses = vec![own, 500, 403, 413];
+        statuses.dedup();
+        for status in statuses {
+            out.push(seed(
+                &format!("error-{name}-{status}"),
+                op,
+                status,
+                error(code, &format!("{name} from the server")),
+            ));
+        }
     }
     out
 }

@@ -1,4 +1,4 @@
-//! Replays the committed corpora of the backup-format and server fuzz targets
+//! Replays the committed corpora of the backup-format, VSS client and server fuzz targets
 //! (`fuzz/corpus/<target>/`) through the same checks the targets run, as ordinary tests; checks that
 //! every fuzz target's corpus is replayed somewhere; and writes the seeds:
 //!
@@ -70,6 +70,11 @@ fn restore_plan_corpus() {
 }
 
 #[test]
+fn vss_responses_corpus() {
+    replay("vss_responses", vss_fuzzing::vss_response);
+}
+
+#[test]
 fn vss_requests_corpus() {
     replay("vss_requests", fuzzing::vss_requests);
 }
@@ -128,11 +133,12 @@ fn unknown_paths_and_methods_answer_with_a_reason() {
     assert_eq!(fuzzing::vss_requests(&case.encode()), vec![404, 405, 405]);
 }
 
-const SERVER_TARGETS: [&str; 7] = [
+const SERVER_TARGETS: [&str; 8] = [
     "open_head",
     "manifest",
     "snapshot",
     "restore_plan",
+    "vss_responses",
     "vss_requests",
     "hub_messages",
     "store_api",
@@ -886,6 +892,9 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         .into_iter()
         .map(|(t, n, b)| (t, n.to_owned(), b))
         .collect();
+    for (name, bytes) in vss_fuzzing::vss_response_seeds() {
+        out.push(("vss_responses", name, bytes));
+    }
     for (name, case, _) in vss_seeds() {
         out.push(("vss_requests", name.to_owned(), case.encode()));
     }
@@ -970,6 +979,60 @@ fn seeds_are_genuine() {
         );
         assert_eq!(planned.is_ok(), ok, "{name}: {planned:?}");
     }
+    // Client answers: the committed seeds are the fresh ones, and each decodes as its name says.
+    for (name, bytes) in vss_fuzzing::vss_response_seeds() {
+        assert_eq!(committed("vss_responses", &name), bytes, "committed {name}");
+    }
+    let answer = |name: &str| vss_fuzzing::vss_response(&committed("vss_responses", name));
+    for ok in [
+        "get-object",
+        "get-object-no-value",
+        "put-objects",
+        "list-page",
+        "list-as-put",
+    ] {
+        assert!(answer(&format!("seed-{ok}")).is_ok(), "{ok}");
+    }
+    for (name, transient) in [
+        ("seed-get-object-truncated", false),
+        ("seed-proxy-empty-502", true),
+        ("seed-proxy-html-503", true),
+        ("seed-proxy-html-404", false),
+    ] {
+        let e = answer(name).unwrap_err();
+        assert!(
+            matches!(e, till_vss::Error::UnexpectedResponse { .. })
+                && e.is_transient() == transient,
+            "{name}: {e}"
+        );
+    }
+    for status in [409, 500, 403, 413] {
+        let e = answer(&format!("seed-error-conflict-{status}")).unwrap_err();
+        assert!(matches!(e, till_vss::Error::Conflict { .. }), "{e}");
+    }
+    for status in [500, 403, 413] {
+        let e = answer(&format!("seed-error-internal-{status}")).unwrap_err();
+        assert!(
+            matches!(e, till_vss::Error::Internal { .. }) && e.is_transient(),
+            "{e}"
+        );
+        let e = answer(&format!("seed-error-unknown-{status}")).unwrap_err();
+        assert!(
+            matches!(e, till_vss::Error::UnknownErrorCode { code: 0, .. }),
+            "{e}"
+        );
+    }
+    let e = answer("seed-error-code-42-418").unwrap_err();
+    assert!(
+        matches!(e, till_vss::Error::UnknownErrorCode { code: 42, .. }),
+        "{e}"
+    );
+    let e = answer("seed-error-long-message").unwrap_err().to_string();
+    assert!(e.contains("(cut; 3400 bytes in all)"), "{e}");
+    let e = answer("seed-error-escape-sequences")
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with(r"bad\u{1b}[2J\u{d}\u{a}key"), "{e}");
     for (name, case, statuses) in vss_seeds() {
         assert_eq!(
             fuzzing::vss_requests(&case.encode()),
