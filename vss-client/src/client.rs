@@ -175,6 +175,17 @@ impl VssClient {
             }
             keys.extend(page.key_versions);
             match page.next_page_token {
+                // The same token again would ask for the same page forever.
+                Some(token) if request.page_token.as_ref() == Some(&token) => {
+                    return Err(Error::UnexpectedResponse {
+                        op: Operation::ListKeyVersions,
+                        status: 200,
+                        attempts: 1,
+                        detail: "the listing does not end: a page gave back the token it was \
+                                 asked with"
+                            .to_owned(),
+                    });
+                }
                 Some(token) if !token.is_empty() => page_token = Some(token),
                 _ => return Ok((keys, global_version)),
             }
@@ -470,6 +481,28 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Internal { attempts: 4, .. }), "{e}");
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    /// A server whose pages never end (every page hands back the token it was asked with) is
+    /// refused after the second page instead of being asked forever.
+    #[tokio::test]
+    async fn a_listing_that_repeats_its_page_token_is_refused() {
+        let page = ListKeyVersionsResponse {
+            key_versions: vec![KeyValue::new("k", 1, Vec::new())],
+            next_page_token: Some("t".into()),
+            global_version: Some(3),
+        }
+        .encode_to_vec();
+        let (url, count) = fixed_server(200, page).await;
+        let e = client(&url, 1, Duration::from_secs(5))
+            .list_all_key_versions("s", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::UnexpectedResponse { .. }) && e.to_string().contains("does not end"),
+            "{e}"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
