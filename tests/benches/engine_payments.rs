@@ -374,33 +374,17 @@ fn main() {
     let ldk_proxy = CountingProxy::start(server.addr());
     let chain = TestChain::start();
 
-    let a = run(
+    let till_url = format!("http://{}/vss", till_proxy.addr());
+    let till = |name, linger| {
+        let merchant = till_merchant(&chain, &till_url, &till_token, linger);
+        run(name, &chain, merchant, Some(&till_proxy), payments, burst)
+    };
+    let a = till(
         "(a) Till: log + remote barrier",
-        &chain,
-        till_merchant(
-            &chain,
-            &format!("http://{}/vss", till_proxy.addr()),
-            &till_token,
-            ReplicatorConfig::default().linger,
-        ),
-        Some(&till_proxy),
-        payments,
-        burst,
+        ReplicatorConfig::default().linger,
     );
     // The same with every event shipped at once: what lingering saves.
-    let a0 = run(
-        "(a0) Till, linger 0",
-        &chain,
-        till_merchant(
-            &chain,
-            &format!("http://{}/vss", till_proxy.addr()),
-            &till_token,
-            Duration::ZERO,
-        ),
-        Some(&till_proxy),
-        payments,
-        burst,
-    );
+    let a0 = till("(a0) Till, linger 0", Duration::ZERO);
     let b = run(
         "(b) ldk-node, SQLite",
         &chain,

@@ -431,7 +431,7 @@ impl Worker {
                 self.finish(ReplicatorState::Stopped);
                 return;
             }
-            match self.lingers(release) {
+            match self.lingers() {
                 Ok(true) => self.linger().await,
                 Ok(false) => {}
                 Err(e) => {
@@ -488,25 +488,28 @@ impl Worker {
     }
 
     /// Whether the outbox holds events no caller waits for yet, which may wait for more.
-    fn lingers(&self, release: bool) -> Result<bool, String> {
-        if release || self.config.linger.is_zero() || self.urgent() {
+    fn lingers(&self) -> Result<bool, String> {
+        if self.config.linger.is_zero() || self.urgent() {
             return Ok(false);
         }
         let head = self.log.head().map_err(|e| e.to_string())?.seq;
-        Ok(head > self.log.shipped().map_err(|e| e.to_string())?)
+        Ok(head > self.durable_seq())
     }
 
     /// A caller waits for an event that is not durable yet, or the replicator is asked to
     /// release or stop.
     fn urgent(&self) -> bool {
-        let durable = self
-            .shared
+        let (release, stop) = self.shared.control();
+        release || stop || self.shared.wanted.load(Ordering::SeqCst) > self.durable_seq()
+    }
+
+    /// Every event up to this seq is on the server (the outbox's watermark, as the status has it).
+    fn durable_seq(&self) -> u64 {
+        self.shared
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .durable_seq;
-        let (release, stop) = self.shared.control();
-        release || stop || self.shared.wanted.load(Ordering::SeqCst) > durable
+            .durable_seq
     }
 
     /// Waits up to [`ReplicatorConfig::linger`] for more events, ending as soon as the wait is

@@ -46,14 +46,20 @@ fn failed(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Failed(e.into())
 }
 
-/// Reads one line from stdin; `None` at its end.
+/// Reads one line from stdin, trimmed; `None` at its end.
 fn read_line() -> Result<Option<Zeroizing<String>>, Failure> {
+    Ok(read_raw_line()?.map(|line| Zeroizing::new(line.trim().to_owned())))
+}
+
+/// Reads one line from stdin without its line ending, spaces kept; `None` at its end.
+fn read_raw_line() -> Result<Option<Zeroizing<String>>, Failure> {
     let mut line = Zeroizing::new(String::new());
     let n = std::io::stdin()
         .lock()
         .read_line(&mut line)
         .map_err(|e| failed(anyhow::anyhow!("reading stdin: {e}")))?;
-    Ok((n > 0).then(|| Zeroizing::new(line.trim().to_owned())))
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    Ok((n > 0).then(|| Zeroizing::new(line[..end].to_owned())))
 }
 
 /// Reads the BIP39 passphrase: a hidden prompt on a terminal (twice when `twice`, for a new
@@ -76,13 +82,7 @@ fn read_passphrase(twice: bool) -> Result<Zeroizing<String>, Failure> {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "Type the passphrase and press Enter:");
         let _ = err.flush();
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| failed(anyhow::anyhow!("reading stdin: {e}")))?;
-        let end = line.trim_end_matches(['\n', '\r']).len();
-        Zeroizing::new(line[..end].to_owned())
+        read_raw_line()?.unwrap_or_default()
     };
     if passphrase.is_empty() {
         return Err(Failure::Usage(
