@@ -1,6 +1,6 @@
-//! The log itself: a redb file with the events, the materialized state, the
-//! per-key history and the outbox watermark, written together in one
-//! transaction per group commit.
+//! The log itself: a redb file with the events (each linked to its key's
+//! previous event, which is the per-key history), the materialized state and
+//! the outbox watermark, written together in one transaction per group commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -16,14 +16,17 @@ use crate::event::{DeviceId, Event, Hash, Key, Op, Write, next_version};
 use crate::state::{Entry, State, check_follows};
 
 /// Format version of the log file, stored under `meta["format"]`.
-pub const LOG_FORMAT_VERSION: u8 = 1;
+pub const LOG_FORMAT_VERSION: u8 = 2;
 
 type KeyTuple<'a> = (&'a str, &'a str, &'a str);
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const STATE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("state");
 const BASE: TableDefinition<'_, KeyTuple<'_>, &[u8]> = TableDefinition::new("base");
-const HISTORY: TableDefinition<'_, (&str, &str, &str, u64), u64> = TableDefinition::new("history");
+/// Format 1's per-key index; format 2 links each event to its key's previous
+/// one instead, and an upgraded file no longer has this table.
+const HISTORY_V1: TableDefinition<'_, (&str, &str, &str, u64), u64> =
+    TableDefinition::new("history");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const LOCAL: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("local");
 
@@ -311,6 +314,14 @@ impl Log {
                         .map_err(StorageError::from)?;
                 }
                 Some([LOG_FORMAT_VERSION]) => {}
+                Some([1]) => {
+                    drop(meta);
+                    upgrade_from_v1(&txn).map_err(corrupt_open)?;
+                    txn.open_table(META)
+                        .map_err(StorageError::from)?
+                        .insert(META_FORMAT, [LOG_FORMAT_VERSION].as_slice())
+                        .map_err(StorageError::from)?;
+                }
                 Some([found]) => {
                     return Err(OpenError::UnknownFormat {
                         found: *found,
@@ -327,7 +338,6 @@ impl Log {
             txn.open_table(EVENTS).map_err(StorageError::from)?;
             txn.open_table(STATE).map_err(StorageError::from)?;
             txn.open_table(BASE).map_err(StorageError::from)?;
-            txn.open_table(HISTORY).map_err(StorageError::from)?;
             txn.open_table(LOCAL).map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
@@ -460,7 +470,6 @@ impl Log {
         {
             let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
-            let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
             // The meta table is opened only for an empty log (its base): an
             // untouched table costs nothing in the commit.
             let mut head = match last_event_head(&events).map_err(AppendError::Corrupt)? {
@@ -481,7 +490,7 @@ impl Log {
                         None => None,
                     };
                     let Some(version) =
-                        next_version(current.map(|e| (e.version, e.is_live())), &w.op)
+                        next_version(current.as_ref().map(|e| (e.version, e.is_live())), &w.op)
                     else {
                         results.push(None);
                         continue;
@@ -498,7 +507,7 @@ impl Log {
                     };
                     head = Head {
                         seq: event.seq,
-                        hash: store_event(&mut events, &mut state, &mut history, &event)?,
+                        hash: store_event(&mut events, &mut state, current.map(|e| e.seq), &event)?,
                         at_ms,
                     };
                     results.push(Some(Appended {
@@ -527,7 +536,6 @@ impl Log {
         {
             let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
-            let mut history = txn.open_table(HISTORY).map_err(StorageError::from)?;
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
             let mut h = head_of(&events, &meta).map_err(ApplyError::Corrupt)?;
             let shipped = read_shipped(&meta).map_err(ApplyError::Corrupt)?;
@@ -548,12 +556,12 @@ impl Log {
                     h.seq,
                     h.hash,
                     h.at_ms,
-                    current.map(|e| (e.version, e.is_live())),
+                    current.as_ref().map(|e| (e.version, e.is_live())),
                     event,
                 )?;
                 h = Head {
                     seq: event.seq,
-                    hash: store_event(&mut events, &mut state, &mut history, event)?,
+                    hash: store_event(&mut events, &mut state, current.map(|e| e.seq), event)?,
                     at_ms: event.at_ms,
                 };
             }
@@ -704,28 +712,46 @@ impl Log {
         Ok(out)
     }
 
-    /// Every event of `key` this log holds, oldest first.
+    /// Every event of `key` this log holds, oldest first: the key's last event
+    /// (from its state entry), then each event's link to the one before, down
+    /// to the log's base.
     pub fn history(&self, key: &Key) -> Result<Vec<Event>, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
-        let history = txn.open_table(HISTORY).map_err(StorageError::from)?;
+        let state = txn.open_table(STATE).map_err(StorageError::from)?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
-        let (ns, sub, k) = key_tuple(key);
+        let meta = txn.open_table(META).map_err(StorageError::from)?;
+        let base = read_base(&meta).map_err(|reason| ReadError::Corrupt { seq: 0, reason })?;
+        let mut next = match state.get(key_tuple(key)).map_err(StorageError::from)? {
+            Some(v) => {
+                Entry::decode(v.value())
+                    .map_err(|reason| ReadError::Corrupt { seq: 0, reason })?
+                    .seq
+            }
+            None => 0,
+        };
         let mut out = Vec::new();
-        for item in history
-            .range((ns, sub, k, 0)..=(ns, sub, k, u64::MAX))
-            .map_err(StorageError::from)?
-        {
-            let (_, seq) = item.map_err(StorageError::from)?;
-            let seq = seq.value();
-            let record = events
+        while next > base.seq {
+            let seq = next;
+            let stored = events
                 .get(seq)
                 .map_err(StorageError::from)?
                 .ok_or_else(|| ReadError::Corrupt {
                     seq,
-                    reason: "listed in the key's history but missing".into(),
+                    reason: format!("named as an event of {key} but missing"),
                 })?;
-            out.push(decode_at(seq, record.value())?);
+            let (record, previous) = split_stored(stored.value())
+                .map_err(|reason| ReadError::Corrupt { seq, reason })?;
+            let event = decode_at(seq, record)?;
+            if event.key != *key || previous >= seq {
+                return Err(ReadError::Corrupt {
+                    seq,
+                    reason: format!("named as an event of {key} but it is not linked as one"),
+                });
+            }
+            out.push(event);
+            next = previous;
         }
+        out.reverse();
         Ok(out)
     }
 
@@ -734,7 +760,7 @@ impl Log {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
         match events.get(seq).map_err(StorageError::from)? {
-            Some(r) => Ok(Some(decode_at(seq, r.value())?)),
+            Some(r) => Ok(Some(decode_at(seq, record_at(seq, r.value())?)?)),
             None => Ok(None),
         }
     }
@@ -751,8 +777,9 @@ impl Log {
             if out.len() >= limit {
                 break;
             }
-            let (seq, record) = item.map_err(StorageError::from)?;
-            out.push(decode_at(seq.value(), record.value())?);
+            let (seq, stored) = item.map_err(StorageError::from)?;
+            let seq = seq.value();
+            out.push(decode_at(seq, record_at(seq, stored.value())?)?);
         }
         Ok(out)
     }
@@ -872,10 +899,11 @@ impl Log {
             .range(base.seq + 1..=to_seq)
             .map_err(StorageError::from)?
         {
-            let (seq, record) = item.map_err(StorageError::from)?;
-            let event = decode_at(seq.value(), record.value())?;
+            let (seq, stored) = item.map_err(StorageError::from)?;
+            let record = record_at(seq.value(), stored.value())?;
+            let event = decode_at(seq.value(), record)?;
             state.check(&event)?;
-            state.apply_unchecked(&event, Hash::of_record(record.value()));
+            state.apply_unchecked(&event, Hash::of_record(record));
         }
         Ok(state)
     }
@@ -896,14 +924,14 @@ impl Log {
         }
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            let record = events
+            let stored = events
                 .get(mid)
                 .map_err(StorageError::from)?
                 .ok_or_else(|| ReadError::Corrupt {
                     seq: mid,
                     reason: "missing".into(),
                 })?;
-            if decode_at(mid, record.value())?.at_ms <= at_ms {
+            if decode_at(mid, record_at(mid, stored.value())?)?.at_ms <= at_ms {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -938,7 +966,7 @@ impl Log {
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
         let mut count = 0;
         for item in events.range(0..).map_err(StorageError::from)? {
-            let (seq, record) = item.map_err(StorageError::from)?;
+            let (seq, stored) = item.map_err(StorageError::from)?;
             let seq = seq.value();
             let expected = state.seq() + 1;
             if seq != expected {
@@ -947,7 +975,9 @@ impl Log {
                     found: seq,
                 });
             }
-            let event = Event::decode(record.value()).map_err(|e| VerifyError::Corrupt {
+            let (record, previous) = split_stored(stored.value())
+                .map_err(|reason| VerifyError::Corrupt { seq, reason })?;
+            let event = Event::decode(record).map_err(|e| VerifyError::Corrupt {
                 seq,
                 reason: e.to_string(),
             })?;
@@ -972,7 +1002,16 @@ impl Log {
                 }
                 Err(reason) => return Err(VerifyError::BadEvent { seq, reason }),
             }
-            state.apply_unchecked(&event, Hash::of_record(record.value()));
+            let linked = state.entry(&event.key).map_or(0, |e| e.seq);
+            if previous != linked {
+                return Err(VerifyError::Corrupt {
+                    seq,
+                    reason: format!(
+                        "links to seq {previous} as its key's previous event; the events give {linked}"
+                    ),
+                });
+            }
+            state.apply_unchecked(&event, Hash::of_record(record));
             count += 1;
         }
         let head = Head {
@@ -1021,9 +1060,7 @@ impl Log {
     }
 }
 
-type HistoryKey = (&'static str, &'static str, &'static str, u64);
-
-/// A key as the `state`, `base` and `history` tables order it.
+/// A key as the `state` and `base` tables order it.
 fn key_tuple(key: &Key) -> KeyTuple<'_> {
     (
         key.namespace.as_str(),
@@ -1032,12 +1069,13 @@ fn key_tuple(key: &Key) -> KeyTuple<'_> {
     )
 }
 
-/// Writes one event, its state entry and its history entry (the three tables
-/// an event touches, in the caller's transaction); returns its record's hash.
+/// Writes one event, linked to `previous` (the seq of its key's last event,
+/// from the key's state entry), and its state entry, in the caller's
+/// transaction; returns its record's hash.
 fn store_event(
     events: &mut redb::Table<'_, u64, &'static [u8]>,
     state: &mut redb::Table<'_, KeyTuple<'static>, &'static [u8]>,
-    history: &mut redb::Table<'_, HistoryKey, u64>,
+    previous: Option<u64>,
     event: &Event,
 ) -> Result<Hash, StorageError> {
     let k = &event.key;
@@ -1051,10 +1089,73 @@ fn store_event(
             Op::Delete => None,
         },
     };
-    events.insert(event.seq, record.as_slice())?;
+    let hash = Hash::of_record(&record);
+    let mut stored = record;
+    stored.extend_from_slice(&previous.unwrap_or(0).to_le_bytes());
+    events.insert(event.seq, stored.as_slice())?;
     state.insert(tuple, entry.encode().as_slice())?;
-    history.insert((tuple.0, tuple.1, tuple.2, event.version), event.seq)?;
-    Ok(Hash::of_record(&record))
+    Ok(hash)
+}
+
+/// The bytes of an event as the `events` table stores them: the record, then
+/// the seq of the key's previous event (little-endian u64, 0 for none).
+fn split_stored(stored: &[u8]) -> Result<(&[u8], u64), String> {
+    if stored.len() < 8 {
+        return Err(format!(
+            "stored event is {} bytes, too short for its link",
+            stored.len()
+        ));
+    }
+    let (record, link) = stored.split_at(stored.len() - 8);
+    Ok((
+        record,
+        u64::from_le_bytes(link.try_into().expect("8 bytes")),
+    ))
+}
+
+/// The record of the event stored at `seq`.
+fn record_at(seq: u64, stored: &[u8]) -> Result<&[u8], ReadError> {
+    split_stored(stored)
+        .map(|(record, _)| record)
+        .map_err(|reason| ReadError::Corrupt { seq, reason })
+}
+
+/// Upgrades a format 1 file in the caller's transaction: each stored event
+/// gets its key's link, from a fold over the events (starting from the
+/// snapshot base's entries), and the `history` index is dropped.
+fn upgrade_from_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
+    let mut last: HashMap<(String, String, String), u64> = HashMap::new();
+    {
+        let base = txn.open_table(BASE).map_err(|e| e.to_string())?;
+        for item in base.iter().map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let (ns, sub, key) = k.value();
+            let entry = Entry::decode(v.value())?;
+            last.insert((ns.into(), sub.into(), key.into()), entry.seq);
+        }
+    }
+    let mut events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
+    let mut upgraded = Vec::new();
+    for item in events.iter().map_err(|e| e.to_string())? {
+        let (seq, record) = item.map_err(|e| e.to_string())?;
+        let seq = seq.value();
+        let event = Event::decode(record.value())
+            .map_err(|e| format!("upgrading the log file: event {seq} does not decode: {e}"))?;
+        let k = event.key;
+        let previous = last
+            .insert((k.namespace, k.sub_namespace, k.key), seq)
+            .unwrap_or(0);
+        let mut stored = record.value().to_vec();
+        stored.extend_from_slice(&previous.to_le_bytes());
+        upgraded.push((seq, stored));
+    }
+    for (seq, stored) in upgraded {
+        events
+            .insert(seq, stored.as_slice())
+            .map_err(|e| e.to_string())?;
+    }
+    txn.delete_table(HISTORY_V1).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 fn decode_at(seq: u64, record: &[u8]) -> Result<Event, ReadError> {
@@ -1096,8 +1197,9 @@ fn last_event_head(
     events: &impl ReadableTable<u64, &'static [u8]>,
 ) -> Result<Option<Head>, String> {
     match events.last().map_err(|e| e.to_string())? {
-        Some((seq, record)) => {
-            let record = record.value();
+        Some((seq, stored)) => {
+            let (record, _) = split_stored(stored.value())
+                .map_err(|e| format!("the last event (seq {}): {e}", seq.value()))?;
             let event = Event::decode(record).map_err(|e| {
                 format!("the last event (seq {}) does not decode: {e}", seq.value())
             })?;

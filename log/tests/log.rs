@@ -282,6 +282,17 @@ fn snapshot_base_then_tail() {
     assert!(replica.replay(5).is_err());
     let report = replica.verify().unwrap();
     assert_eq!((report.first_seq, report.events), (7, 4));
+    // A key's history holds the events after the snapshot, linked from it.
+    for k in ["0", "1", "2", "3"] {
+        let after: Vec<_> = source
+            .history(&key(k))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.seq > 6)
+            .collect();
+        assert_eq!(replica.history(&key(k)).unwrap(), after, "history of {k}");
+    }
+    assert_eq!(replica.history(&key("0")).unwrap().len(), 1);
     // A second snapshot on a non-empty log is refused.
     assert!(replica.install_snapshot(&snap).is_err());
 }
@@ -337,7 +348,7 @@ fn reopen_keeps_everything_and_refuses_unknown_format() {
             err,
             OpenError::UnknownFormat {
                 found: 9,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
@@ -367,6 +378,7 @@ type EventsTable<'t> = redb::Table<'t, u64, &'static [u8]>;
 
 #[test]
 fn verify_names_the_first_bad_seq() {
+    use redb::ReadableTable;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     {
@@ -386,24 +398,46 @@ fn verify_names_the_first_bad_seq() {
         }
         txn.commit().unwrap();
     };
+    // A stored event is its record, then the seq of its key's previous event
+    // (docs/FORMAT.md).
+    let stored5 = std::cell::RefCell::new(Vec::new());
+    edit(&|t| *stored5.borrow_mut() = t.get(5).unwrap().unwrap().value().to_vec());
+    let stored5 = stored5.into_inner();
+    let (record5, link5) = stored5.split_at(stored5.len() - 8);
+    assert_eq!(
+        u64::from_le_bytes(link5.try_into().unwrap()),
+        2,
+        "key 1 was last written at seq 2"
+    );
     // Alter the value inside event 5: the chain breaks at seq 6.
-    let original5 = {
-        let log = Log::open(&path).unwrap();
-        log.event(5).unwrap().unwrap()
-    };
-    let mut altered = original5.clone();
+    let mut altered = till_log::Event::decode(record5).unwrap();
     altered.op = till_log::Op::Put(b"forged".to_vec());
     edit(&|t| {
-        t.insert(5, altered.encode().as_slice()).unwrap();
+        t.insert(5, [altered.encode().as_slice(), link5].concat().as_slice())
+            .unwrap();
     });
     let err = Log::open(&path).unwrap().verify().unwrap_err();
     assert!(
         matches!(err, VerifyError::ChainBroken { at_seq: 6, .. }),
         "{err}"
     );
+    // A wrong link to the key's previous event is named too, and history
+    // refuses to follow it.
+    edit(&|t| {
+        t.insert(
+            5,
+            [record5, 3u64.to_le_bytes().as_slice()].concat().as_slice(),
+        )
+        .unwrap();
+    });
+    let err = Log::open(&path).unwrap().verify().unwrap_err();
+    assert!(matches!(err, VerifyError::Corrupt { seq: 5, .. }), "{err}");
+    assert!(err.to_string().contains("links to seq 3"), "{err}");
+    let err = Log::open(&path).unwrap().history(&key("1")).unwrap_err();
+    assert!(err.to_string().contains("seq 3"), "{err}");
     // Restore it, then remove event 4: a gap at 4.
     edit(&|t| {
-        t.insert(5, original5.encode().as_slice()).unwrap();
+        t.insert(5, stored5.as_slice()).unwrap();
     });
     Log::open(&path).unwrap().verify().unwrap();
     edit(&|t| {
@@ -489,4 +523,93 @@ fn local_records_are_not_events() {
         Some(&b"abc"[..])
     );
     assert!(log.pending(10).unwrap().is_empty());
+}
+
+/// A format 1 file (each event stored as its bare record, a `history` index
+/// table) opens as format 2 with the same events, state and histories.
+#[test]
+fn a_format_1_log_is_upgraded_on_open() {
+    use redb::{ReadableDatabase, ReadableTable, TableHandle};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let keys = ["a", "b", "c"];
+    let (histories, head) = {
+        let log = Log::open(&path).unwrap();
+        for i in 0..12u8 {
+            let k = key(keys[usize::from(i) % 3]);
+            if i == 7 {
+                log.delete(k).unwrap();
+            } else {
+                log.put(k, vec![i]).unwrap();
+            }
+        }
+        let histories: Vec<_> = keys.iter().map(|k| log.history(&key(k)).unwrap()).collect();
+        (histories, log.head().unwrap())
+    };
+    // Rewrite the file as format 1 wrote it.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("events"))
+                .unwrap();
+            let mut index = txn
+                .open_table(redb::TableDefinition::<(&str, &str, &str, u64), u64>::new(
+                    "history",
+                ))
+                .unwrap();
+            for seq in 1..=head.seq {
+                let stored = events.get(seq).unwrap().unwrap().value().to_vec();
+                let record = &stored[..stored.len() - 8];
+                let event = till_log::Event::decode(record).unwrap();
+                let k = &event.key;
+                index
+                    .insert(
+                        (
+                            k.namespace.as_str(),
+                            k.sub_namespace.as_str(),
+                            k.key.as_str(),
+                            event.version,
+                        ),
+                        seq,
+                    )
+                    .unwrap();
+                events.insert(seq, record).unwrap();
+            }
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .unwrap();
+            meta.insert("format", [1u8].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let log = Log::open(&path).unwrap();
+    assert_eq!(log.verify().unwrap().head, head);
+    for (k, history) in keys.iter().zip(&histories) {
+        assert_eq!(&log.history(&key(k)).unwrap(), history, "history of {k}");
+    }
+    // It goes on as a format 2 log.
+    log.put(key("a"), b"after".to_vec()).unwrap();
+    assert_eq!(
+        log.history(&key("a")).unwrap().len(),
+        histories[0].len() + 1
+    );
+    assert_eq!(log.verify().unwrap().events, head.seq + 1);
+    drop(log);
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap();
+    assert_eq!(
+        meta.get("format").unwrap().unwrap().value(),
+        [2u8].as_slice()
+    );
+    let tables: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(!tables.contains(&"history".to_string()), "{tables:?}");
 }

@@ -94,10 +94,14 @@ fn verify_names_the_damaged_seq_and_fails() {
             let mut events = txn
                 .open_table(redb::TableDefinition::<u64, &[u8]>::new("events"))
                 .unwrap();
-            let record = events.get(4).unwrap().unwrap().value().to_vec();
-            let mut event = till_log::Event::decode(&record).unwrap();
+            // The record, then its key's link (docs/FORMAT.md), kept as it was.
+            let stored = events.get(4).unwrap().unwrap().value().to_vec();
+            let (record, link) = stored.split_at(stored.len() - 8);
+            let mut event = till_log::Event::decode(record).unwrap();
             event.op = till_log::Op::Put(b"forged".to_vec());
-            events.insert(4, event.encode().as_slice()).unwrap();
+            events
+                .insert(4, [event.encode().as_slice(), link].concat().as_slice())
+                .unwrap();
         }
         txn.commit().unwrap();
     }
