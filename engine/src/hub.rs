@@ -740,11 +740,7 @@ async fn session(shared: &Arc<Shared>, stop: &mut oneshot::Receiver<()>) -> Ende
             Err(_) => return Ended::Retry("no welcome from the server within 10 s".into()),
         }
     };
-    let heartbeat = welcome
-        .get("heartbeat_secs")
-        .and_then(Value::as_f64)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .unwrap_or(Duration::from_secs(15));
+    let heartbeat = heartbeat_of(&welcome);
     let (tx, mut outgoing) = mpsc::unbounded_channel::<String>();
     // Queue what waited for a connection: unacknowledged answers first, then unsent commands.
     for (_, text) in shared.outbox.lock().unwrap().values() {
@@ -800,6 +796,17 @@ async fn session(shared: &Arc<Shared>, stop: &mut oneshot::Receiver<()>) -> Ende
             }
         }
     }
+}
+
+/// The heartbeat the server's welcome announces, kept between 10 ms and a day whatever it says:
+/// a zero period would panic the watchdog's timer, a huge one overflow its three-heartbeat check.
+/// 15 s when it says none.
+fn heartbeat_of(welcome: &Value) -> Duration {
+    welcome
+        .get("heartbeat_secs")
+        .and_then(Value::as_f64)
+        .map(|s| Duration::from_secs_f64(s.clamp(0.01, 86_400.0)))
+        .unwrap_or(Duration::from_secs(15))
 }
 
 /// One message from the server.
@@ -873,6 +880,25 @@ async fn execute(shared: &Arc<Shared>, command: Value) -> Result<Value, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_welcome_s_heartbeat_is_kept_within_bounds() {
+        let of = |v: Value| heartbeat_of(&json!({ "heartbeat_secs": v }));
+        assert_eq!(of(json!(0.5)), Duration::from_millis(500));
+        assert_eq!(of(json!(0)), Duration::from_millis(10));
+        assert_eq!(of(json!(-3)), Duration::from_millis(10));
+        assert_eq!(of(json!(1e300)), Duration::from_secs(86_400));
+        assert_eq!(of(json!(u64::MAX)), Duration::from_secs(86_400));
+        assert_eq!(of(json!("15")), Duration::from_secs(15));
+        assert_eq!(heartbeat_of(&json!({})), Duration::from_secs(15));
+        // What the watchdog does with it must not panic.
+        let _ = of(json!(1e300)) * 3;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async { tokio::time::interval(of(json!(0))) });
+    }
 
     #[test]
     fn hub_urls_are_derived_from_the_server_url() {

@@ -334,3 +334,60 @@ fn a_device_with_another_users_token_is_refused() {
     assert!(refused.contains("403"), "{refused}");
     assert!(refused.contains("cashier token"), "{refused}");
 }
+
+/// A heartbeat or timeout of zero (the hub's ping timer cannot tick at 0) or past a day (three
+/// heartbeats would overflow) is refused before the server starts, naming the option; so is an
+/// invitation that would expire at once.
+#[test]
+fn durations_out_of_bounds_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(server_binary())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (option, value) in [
+        ("--heartbeat-secs", "0"),
+        ("--heartbeat-secs", "1e19"),
+        ("--command-timeout-secs", "-1"),
+        ("--idle-timeout-secs", "0"),
+    ] {
+        let arg = format!("{option}={value}");
+        let o = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            &arg,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{option} {value} started a server");
+        assert!(
+            err.contains(&format!("{option} must be more than 0 and at most 86400")),
+            "{option} {value}: {err}"
+        );
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("listening"));
+    }
+    let o = run(&[
+        "invite",
+        "create",
+        "--store",
+        "shop",
+        "--data-dir",
+        &data,
+        "--public-url",
+        "http://h",
+        "--expires-in-secs",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--expires-in-secs must be more than 0"),
+        "{err}"
+    );
+}

@@ -63,6 +63,13 @@ pub struct BuildError {
     source: reqwest::Error,
 }
 
+/// The most pages [`VssClient::list_all_key_versions`] follows: 10 million keys at the protocol's
+/// 100 keys a page, far past any store Till writes.
+pub const MAX_LISTING_PAGES: usize = 100_000;
+
+/// The most keys [`VssClient::list_all_key_versions`] collects.
+pub const MAX_LISTED_KEYS: usize = 10_000_000;
+
 impl VssClient {
     /// A client for the server whose VSS endpoints live under `base_url` (for Till's server and the
     /// reference server, `http://host:port/vss`), sending `auth`'s headers with every request.
@@ -154,15 +161,43 @@ impl VssClient {
 
     /// Every key (with `prefix`, if given) and its version, following the pages to the end, with
     /// the global version from the first page.
+    ///
+    /// A server whose listing does not end is refused with [`Error::UnexpectedResponse`]: a page
+    /// that hands back the token it was asked with, more than [`MAX_LISTING_PAGES`] pages or more
+    /// than [`MAX_LISTED_KEYS`] keys.
     pub async fn list_all_key_versions(
         &self,
         store_id: &str,
         prefix: Option<&str>,
     ) -> Result<(Vec<KeyValue>, i64), Error> {
+        self.list_all_with_limits(store_id, prefix, MAX_LISTING_PAGES, MAX_LISTED_KEYS)
+            .await
+    }
+
+    async fn list_all_with_limits(
+        &self,
+        store_id: &str,
+        prefix: Option<&str>,
+        max_pages: usize,
+        max_keys: usize,
+    ) -> Result<(Vec<KeyValue>, i64), Error> {
+        let endless = |detail: String| Error::UnexpectedResponse {
+            op: Operation::ListKeyVersions,
+            status: 200,
+            attempts: 1,
+            detail,
+        };
         let mut keys = Vec::new();
         let mut global_version = 0;
         let mut page_token = None;
+        let mut pages = 0;
         loop {
+            if pages == max_pages {
+                return Err(endless(format!(
+                    "the listing does not end: more than {max_pages} pages"
+                )));
+            }
+            pages += 1;
             let request = ListKeyVersionsRequest {
                 store_id: store_id.to_owned(),
                 key_prefix: prefix.map(str::to_owned),
@@ -174,17 +209,18 @@ impl VssClient {
                 global_version = page.global_version.unwrap_or(0);
             }
             keys.extend(page.key_versions);
+            if keys.len() > max_keys {
+                return Err(endless(format!(
+                    "the listing does not end: more than {max_keys} keys"
+                )));
+            }
             match page.next_page_token {
                 // The same token again would ask for the same page forever.
                 Some(token) if request.page_token.as_ref() == Some(&token) => {
-                    return Err(Error::UnexpectedResponse {
-                        op: Operation::ListKeyVersions,
-                        status: 200,
-                        attempts: 1,
-                        detail: "the listing does not end: a page gave back the token it was \
-                                 asked with"
+                    return Err(endless(
+                        "the listing does not end: a page gave back the token it was asked with"
                             .to_owned(),
-                    });
+                    ));
                 }
                 Some(token) if !token.is_empty() => page_token = Some(token),
                 _ => return Ok((keys, global_version)),
@@ -406,7 +442,16 @@ mod tests {
         status: u16,
         body: Vec<u8>,
     ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        answering_server(status, move |_| body.clone()).await
+    }
+
+    /// A loopback server answering request number n (from 0) with `body(n)`.
+    async fn answering_server(
+        status: u16,
+        body: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = Arc::new(body);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -442,7 +487,8 @@ mod tests {
                             continue;
                         }
                         read.drain(..end + 4 + length);
-                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = body(n);
                         if status == 0 {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
@@ -503,6 +549,48 @@ mod tests {
             "{e}"
         );
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_never_ends_is_cut_off() {
+        // Every page a new token: followed up to the page limit, then refused.
+        let (url, count) = answering_server(200, |n| {
+            ListKeyVersionsResponse {
+                key_versions: vec![KeyValue::new(format!("k{n}"), 1, Vec::new())],
+                next_page_token: Some(format!("t{n}")),
+                global_version: Some(3),
+            }
+            .encode_to_vec()
+        })
+        .await;
+        let c = client(&url, 1, Duration::from_secs(5));
+        let e = c
+            .list_all_with_limits("s", None, 20, usize::MAX)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::UnexpectedResponse { .. })
+                && e.to_string().contains("more than 20 pages"),
+            "{e}"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 20);
+        // Pages of many keys: refused past the key limit.
+        let (url, _) = answering_server(200, |n| {
+            ListKeyVersionsResponse {
+                key_versions: (0..100)
+                    .map(|i| KeyValue::new(format!("k{n}/{i}"), 1, Vec::new()))
+                    .collect(),
+                next_page_token: Some(format!("t{n}")),
+                global_version: Some(3),
+            }
+            .encode_to_vec()
+        })
+        .await;
+        let e = client(&url, 1, Duration::from_secs(5))
+            .list_all_with_limits("s", None, usize::MAX, 450)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("more than 450 keys"), "{e}");
     }
 
     #[tokio::test]

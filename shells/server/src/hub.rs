@@ -117,6 +117,10 @@ fn master_json(store: &str, master: Option<&Master>) -> Value {
     })
 }
 
+/// The bounds of a hub heartbeat (see [`Hub::new`]).
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+const MAX_HEARTBEAT: Duration = Duration::from_secs(86_400);
+
 impl Hub {
     pub(crate) fn new(
         storage: Arc<dyn Storage>,
@@ -129,7 +133,9 @@ impl Hub {
             stores: Mutex::new(HashMap::new()),
             next_conn: 1.into(),
             node_address,
-            heartbeat,
+            // A zero period would stop the ping timer, a huge one overflow the three-heartbeat
+            // silence check; `till-server serve` refuses both, a library caller gets them bounded.
+            heartbeat: heartbeat.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT),
             command_timeout,
         }
     }

@@ -131,16 +131,19 @@ fn parse_role(text: &str) -> Result<Role, String> {
     }
 }
 
-fn seconds(what: &str, secs: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(secs).with_context(|| format!("--{what} must be a positive number"))
+/// A duration option: more than 0 (a heartbeat of zero stops the hub's timer, a timeout of zero
+/// closes every connection) and at most `max_secs` (the hub counts three heartbeats, which must
+/// not overflow).
+fn seconds(what: &str, secs: f64, max_secs: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        secs > 0.0 && secs <= max_secs,
+        "--{what} must be more than 0 and at most {max_secs} (seconds), not {secs}"
+    );
+    Ok(Duration::from_secs_f64(secs))
 }
 
-/// Like [`seconds`], refusing zero (a timeout of zero would close every connection).
-fn timeout(what: &str, secs: f64) -> anyhow::Result<Duration> {
-    let duration = seconds(what, secs)?;
-    anyhow::ensure!(!duration.is_zero(), "--{what} must be more than 0");
-    Ok(duration)
-}
+/// The longest heartbeat or timeout: a day.
+const DAY_SECS: f64 = 86_400.0;
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
@@ -194,10 +197,11 @@ async fn main() -> anyhow::Result<()> {
             config.lease_check = !no_lease_check;
             config.public_url = public_url;
             config.node_address = node_address;
-            config.heartbeat = seconds("heartbeat-secs", heartbeat_secs)?;
-            config.command_timeout = seconds("command-timeout-secs", command_timeout_secs)?;
-            config.header_timeout = timeout("header-timeout-secs", header_timeout_secs)?;
-            config.idle_timeout = timeout("idle-timeout-secs", idle_timeout_secs)?;
+            config.heartbeat = seconds("heartbeat-secs", heartbeat_secs, DAY_SECS)?;
+            config.command_timeout =
+                seconds("command-timeout-secs", command_timeout_secs, DAY_SECS)?;
+            config.header_timeout = seconds("header-timeout-secs", header_timeout_secs, DAY_SECS)?;
+            config.idle_timeout = seconds("idle-timeout-secs", idle_timeout_secs, DAY_SECS)?;
             config.max_connections = max_connections;
             let server = Server::bind(config).await.context("starting till-server")?;
             println!("till-server listening on http://{}", server.local_addr()?);
@@ -220,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     expires_in_secs,
                 },
         } => {
-            let ttl = seconds("expires-in-secs", expires_in_secs)?;
+            let ttl = seconds("expires-in-secs", expires_in_secs, 30.0 * DAY_SECS)?;
             let invitation =
                 till_server::create_invite(&backend.backend(), &store, public_url.as_deref(), ttl)
                     .await
