@@ -13,7 +13,11 @@
 //! once, and bytes uploaded to the server per payment, on the wire (through a counting proxy,
 //! HTTP included) for (a) and (c), and as object values and uploads (the replicator's own
 //! counts) for (a) and (a0).
-//! `TILL_BENCH_PAYMENTS` and `TILL_BENCH_BURST` change the counts (default 40 and 20);
+//! All four pairs are set up first; the payments then run in `TILL_BENCH_ROUNDS` rounds (default
+//! 4), each round a share of the sequential payments and one burst per pair, the pairs in a
+//! rotating order, so that slower and faster moments of the machine fall on every store alike.
+//! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
+//! counts (default 40 and 20);
 //! `TILL_BENCH_KEEP=1` keeps the till's files and prints where.
 
 use std::collections::HashMap;
@@ -270,6 +274,8 @@ struct Row {
     wire_up_per_payment: Option<f64>,
     values_up_per_payment: Option<f64>,
     uploads_per_payment: Option<f64>,
+    /// Each round's sequential payments per second.
+    round_pps: Vec<f64>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -277,80 +283,141 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-fn run(
+/// A customer with a channel to one merchant, and what its payments measured so far.
+struct Pair<'p> {
     name: &'static str,
-    chain: &TestChain,
+    customer: TestNode,
     merchant: Merchant,
-    proxy: Option<&CountingProxy>,
-    payments: usize,
-    burst: usize,
-) -> Row {
-    let customer = start_node(chain, "customer");
-    fund_node(chain, &customer, CUSTOMER_FUNDING);
-    merchant.fund(chain);
-    open(chain, &customer, &merchant);
-    // One warm-up payment (first route, first HTLC).
-    let warm = merchant.invoice(PAYMENT_MSAT);
-    customer.bolt11_payment().send(&warm, None).unwrap();
-    wait_success(&customer, &warm);
-    merchant.wait_received(&warm);
+    proxy: Option<&'p CountingProxy>,
+    wire_before: Option<u64>,
+    status_before: Option<till_vss::replica::ReplicatorStatus>,
+    latencies: Vec<Duration>,
+    seq_elapsed: Duration,
+    round_pps: Vec<f64>,
+    burst_count: usize,
+    burst_elapsed: Duration,
+}
 
-    let wire_before = proxy.map(CountingProxy::uploaded);
-    let status_before = match &merchant {
-        Merchant::Till { handle, .. } => Some(handle.status()),
-        Merchant::Ldk(_) => None,
-    };
-    let mut latencies = Vec::with_capacity(payments);
-    let started = Instant::now();
-    for _ in 0..payments {
-        let invoice = merchant.invoice(PAYMENT_MSAT);
-        let t = Instant::now();
-        customer.bolt11_payment().send(&invoice, None).unwrap();
-        wait_success(&customer, &invoice);
-        latencies.push(t.elapsed());
-        merchant.wait_received(&invoice);
-    }
-    let seq_elapsed = started.elapsed();
-
-    let invoices: Vec<_> = (0..burst).map(|_| merchant.invoice(PAYMENT_MSAT)).collect();
-    let started = Instant::now();
-    for invoice in &invoices {
-        customer.bolt11_payment().send(invoice, None).unwrap();
-    }
-    for invoice in &invoices {
-        wait_success(&customer, invoice);
-    }
-    let burst_elapsed = started.elapsed();
-    for invoice in &invoices {
-        merchant.wait_received(invoice);
-    }
-    // Let the last commitment dance and background persistence settle before counting bytes.
-    std::thread::sleep(Duration::from_millis(500));
-    let total = (payments + burst) as f64;
-    let wire = wire_before.map(|b| (proxy.unwrap().uploaded() - b) as f64 / total);
-    let (values, uploads) = match (&merchant, status_before) {
-        (Merchant::Till { handle, .. }, Some(before)) => {
-            let now = handle.status();
-            (
-                Some((now.bytes_uploaded - before.bytes_uploaded) as f64 / total),
-                Some((now.uploads - before.uploads) as f64 / total),
-            )
+impl<'p> Pair<'p> {
+    /// Funds both sides, opens the channel and makes one warm-up payment (first route, first
+    /// HTLC); counting starts after it.
+    fn new(
+        name: &'static str,
+        chain: &TestChain,
+        merchant: Merchant,
+        proxy: Option<&'p CountingProxy>,
+    ) -> Self {
+        let customer = start_node(chain, "customer");
+        fund_node(chain, &customer, CUSTOMER_FUNDING);
+        merchant.fund(chain);
+        open(chain, &customer, &merchant);
+        let warm = merchant.invoice(PAYMENT_MSAT);
+        customer.bolt11_payment().send(&warm, None).unwrap();
+        wait_success(&customer, &warm);
+        merchant.wait_received(&warm);
+        let status_before = match &merchant {
+            Merchant::Till { handle, .. } => Some(handle.status()),
+            Merchant::Ldk(_) => None,
+        };
+        Pair {
+            name,
+            customer,
+            merchant,
+            wire_before: proxy.map(CountingProxy::uploaded),
+            proxy,
+            status_before,
+            latencies: Vec::new(),
+            seq_elapsed: Duration::ZERO,
+            round_pps: Vec::new(),
+            burst_count: 0,
+            burst_elapsed: Duration::ZERO,
         }
-        _ => (None, None),
-    };
-    merchant.stop();
-    drop(customer);
-    latencies.sort();
-    Row {
-        name,
-        p50_ms: pct(&latencies, 0.5),
-        p99_ms: pct(&latencies, 0.99),
-        seq_pps: payments as f64 / seq_elapsed.as_secs_f64(),
-        burst_pps: burst as f64 / burst_elapsed.as_secs_f64(),
-        wire_up_per_payment: wire,
-        values_up_per_payment: values,
-        uploads_per_payment: uploads,
     }
+
+    /// `n` payments one after the other.
+    fn sequential(&mut self, n: usize) {
+        let started = Instant::now();
+        for _ in 0..n {
+            let invoice = self.merchant.invoice(PAYMENT_MSAT);
+            let t = Instant::now();
+            self.customer.bolt11_payment().send(&invoice, None).unwrap();
+            wait_success(&self.customer, &invoice);
+            self.latencies.push(t.elapsed());
+            self.merchant.wait_received(&invoice);
+        }
+        let elapsed = started.elapsed();
+        self.seq_elapsed += elapsed;
+        self.round_pps.push(n as f64 / elapsed.as_secs_f64());
+    }
+
+    /// `n` payments sent at once.
+    fn burst(&mut self, n: usize) {
+        let invoices: Vec<_> = (0..n)
+            .map(|_| self.merchant.invoice(PAYMENT_MSAT))
+            .collect();
+        let started = Instant::now();
+        for invoice in &invoices {
+            self.customer.bolt11_payment().send(invoice, None).unwrap();
+        }
+        for invoice in &invoices {
+            wait_success(&self.customer, invoice);
+        }
+        self.burst_elapsed += started.elapsed();
+        self.burst_count += n;
+        for invoice in &invoices {
+            self.merchant.wait_received(invoice);
+        }
+    }
+
+    fn finish(mut self) -> Row {
+        let total = (self.latencies.len() + self.burst_count) as f64;
+        let wire = self
+            .wire_before
+            .map(|b| (self.proxy.unwrap().uploaded() - b) as f64 / total);
+        let (values, uploads) = match (&self.merchant, self.status_before) {
+            (Merchant::Till { handle, .. }, Some(before)) => {
+                let now = handle.status();
+                (
+                    Some((now.bytes_uploaded - before.bytes_uploaded) as f64 / total),
+                    Some((now.uploads - before.uploads) as f64 / total),
+                )
+            }
+            _ => (None, None),
+        };
+        self.merchant.stop();
+        self.latencies.sort();
+        Row {
+            name: self.name,
+            p50_ms: pct(&self.latencies, 0.5),
+            p99_ms: pct(&self.latencies, 0.99),
+            seq_pps: self.latencies.len() as f64 / self.seq_elapsed.as_secs_f64(),
+            burst_pps: self.burst_count as f64 / self.burst_elapsed.as_secs_f64(),
+            wire_up_per_payment: wire,
+            values_up_per_payment: values,
+            uploads_per_payment: uploads,
+            round_pps: self.round_pps,
+        }
+    }
+}
+
+/// Runs `rounds` rounds over every pair, each round a share of the sequential payments and then
+/// a burst per pair, the pairs in a rotating order, so that the machine's slower and faster
+/// moments fall on every store alike.
+fn measure(pairs: &mut [Pair<'_>], payments: usize, burst: usize, rounds: usize) {
+    for round in 0..rounds {
+        let share = payments / rounds + usize::from(round < payments % rounds);
+        for i in 0..pairs.len() {
+            let pair = &mut pairs[(round + i) % pairs.len()];
+            pair.sequential(share);
+            pair.burst(burst);
+        }
+        println!("round {}/{rounds} done", round + 1);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -368,46 +435,62 @@ fn main() {
     let store = StoreArg::DataDir(dir.path().join("server"));
     let bin = release_server();
     let till_token = add_user(&bin, &store, "till");
+    let a0_token = add_user(&bin, &store, "till-linger-0");
     let ldk_token = add_user(&bin, &store, "ldk");
     let server = TillServer::start(&bin, store, &[]);
     let till_proxy = CountingProxy::start(server.addr());
+    let a0_proxy = CountingProxy::start(server.addr());
     let ldk_proxy = CountingProxy::start(server.addr());
     let chain = TestChain::start();
 
-    let till_url = format!("http://{}/vss", till_proxy.addr());
-    let till = |name, linger| {
-        let merchant = till_merchant(&chain, &till_url, &till_token, linger);
-        run(name, &chain, merchant, Some(&till_proxy), payments, burst)
-    };
-    let a = till(
-        "(a) Till: log + remote barrier",
-        ReplicatorConfig::default().linger,
-    );
-    // The same with every event shipped at once: what lingering saves.
-    let a0 = till("(a0) Till, linger 0", Duration::ZERO);
-    let b = run(
-        "(b) ldk-node, SQLite",
-        &chain,
-        ldk_merchant(&chain, None),
-        None,
-        payments,
-        burst,
-    );
-    let c = run(
-        "(c) ldk-node, VSS on till-server",
-        &chain,
-        ldk_merchant(
+    let rounds = env_count("TILL_BENCH_ROUNDS", 4).clamp(1, payments.max(1));
+    let url = |proxy: &CountingProxy| format!("http://{}/vss", proxy.addr());
+    let mut pairs = vec![
+        Pair::new(
+            "(a) Till: log + remote barrier",
             &chain,
-            Some((&format!("http://{}/vss", ldk_proxy.addr()), &ldk_token)),
+            till_merchant(
+                &chain,
+                &url(&till_proxy),
+                &till_token,
+                ReplicatorConfig::default().linger,
+            ),
+            Some(&till_proxy),
         ),
-        Some(&ldk_proxy),
-        payments,
-        burst,
+        // The same with every event shipped at once: what lingering saves.
+        Pair::new(
+            "(a0) Till, linger 0",
+            &chain,
+            till_merchant(&chain, &url(&a0_proxy), &a0_token, Duration::ZERO),
+            Some(&a0_proxy),
+        ),
+        Pair::new(
+            "(b) ldk-node, SQLite",
+            &chain,
+            ldk_merchant(&chain, None),
+            None,
+        ),
+        Pair::new(
+            "(c) ldk-node, VSS on till-server",
+            &chain,
+            ldk_merchant(&chain, Some((&url(&ldk_proxy), &ldk_token))),
+            Some(&ldk_proxy),
+        ),
+    ];
+    measure(&mut pairs, payments, burst, rounds);
+    // Let the last commitment dances and background persistence settle before counting bytes.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rows = pairs.into_iter().map(Pair::finish);
+    let (a, a0, b, c) = (
+        rows.next().unwrap(),
+        rows.next().unwrap(),
+        rows.next().unwrap(),
+        rows.next().unwrap(),
     );
 
     println!();
     println!(
-        "engine_payments: customer (ldk-node, SQLite) pays the merchant {} msat; {payments} sequential + {burst} in a burst; loopback, release till-server (redb)",
+        "engine_payments: a customer (ldk-node, SQLite) pays each merchant {} msat; {payments} sequential + {rounds} bursts of {burst}, in {rounds} interleaved rounds; loopback, release till-server (redb)",
         PAYMENT_MSAT
     );
     println!(
@@ -442,6 +525,21 @@ fn main() {
         a.seq_pps / c.seq_pps,
         a.burst_pps / c.burst_pps,
         a.wire_up_per_payment.unwrap() / c.wire_up_per_payment.unwrap()
+    );
+    let per_round: Vec<f64> = a
+        .round_pps
+        .iter()
+        .zip(&c.round_pps)
+        .map(|(a, c)| a / c)
+        .collect();
+    println!(
+        "a/c sequential throughput per round: {} (median {:.2}x)",
+        per_round
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        median(per_round.clone())
     );
     println!(
         "lingering: a/a0 uploads per payment {:.2}x, p50 latency {:.2}x, sequential throughput {:.2}x",

@@ -11,4 +11,5 @@ pub mod proxy;
 pub mod replication;
 pub mod server;
 pub mod shop;
+pub mod tls_front;
 pub mod vss_conformance;

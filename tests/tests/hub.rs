@@ -10,6 +10,7 @@ use till_engine::{CommandExecutor, HubClient, HubCommand, HubConfig, HubError, H
 use till_log::DeviceId;
 use till_tests::server::{StoreArg, TillServer, add_token, add_user, server_binary};
 use till_tests::shop::write_head;
+use till_tests::tls_front::TlsFront;
 
 const STORE: &str = "shop";
 /// The VSS store id the devices back up to (derived from the wallet in real life).
@@ -390,4 +391,88 @@ fn durations_out_of_bounds_are_refused_by_name() {
         err.contains("--expires-in-secs must be more than 0"),
         "{err}"
     );
+}
+
+/// The hub and the backup behind TLS, as an operator serves them (`https://`, a reverse proxy in
+/// front of till-server): a device given the server's `https://` URL reaches the hub over `wss://`
+/// and the VSS store over HTTPS once it trusts the certificate's CA, and refuses the certificate
+/// otherwise. The trusting device runs as a child process with `SSL_CERT_FILE` naming the test CA
+/// (the system's roots are read from there; the test cannot change its own environment).
+#[test]
+fn a_device_reaches_the_hub_and_its_backup_over_tls() {
+    let s = setup();
+    let front = s.runtime.block_on(TlsFront::start(s.server.addr()));
+    let recorder = Arc::new(Recorder::default());
+    let master = s.device(&s.token, STORE, A, Some(recorder.clone()));
+    s.make_master(A, 1, true);
+    s.wait(&master, "A to see itself as master", master_is(A));
+
+    // Without the CA, the certificate is refused and nothing connects.
+    let untrusting = {
+        let _guard = s.runtime.enter();
+        let mut config = HubConfig::new(front.url(), &s.token, STORE, C, None);
+        config.max_backoff = Duration::from_millis(500);
+        HubClient::start(config)
+    };
+    s.wait(&untrusting, "the certificate to be refused", |st| {
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("certificate"))
+    });
+    assert!(!untrusting.status().connected);
+
+    // With it, a follower on wss:// commands the master and reads the backup over HTTPS.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "tls_child_device", "--ignored", "--nocapture"])
+        .env("SSL_CERT_FILE", till_tests::tls_front::fixture("ca.pem"))
+        .env("TILL_TEST_TLS_URL", front.url())
+        .env("TILL_TEST_TLS_TOKEN", &s.token)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(out.contains("1 passed"), "the child test ran: {out}");
+    assert_eq!(
+        *recorder.ran.lock().unwrap(),
+        vec![HubCommand::Balances],
+        "the follower's command ran on the master"
+    );
+}
+
+/// The child of `a_device_reaches_the_hub_and_its_backup_over_tls`.
+#[test]
+#[ignore = "run by a_device_reaches_the_hub_and_its_backup_over_tls as its child process"]
+fn tls_child_device() {
+    let url = std::env::var("TILL_TEST_TLS_URL").unwrap();
+    let token = std::env::var("TILL_TEST_TLS_TOKEN").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut config = HubConfig::new(url.clone(), &token, STORE, B, None);
+        config.command_timeout = Duration::from_secs(10);
+        let follower = HubClient::start(config);
+        if let Err(last) = follower
+            .wait_for(WAIT, |st| st.connected && master_is(A)(st))
+            .await
+        {
+            panic!("no wss session with A as master: {last:?}");
+        }
+        let answer = follower.command(HubCommand::Balances).await.unwrap();
+        assert_eq!(answer["lightning_sats"], 4242);
+
+        let vss = till_vss::VssClient::new(
+            format!("{url}/vss"),
+            till_vss::BearerToken::new(&token).unwrap(),
+            till_vss::ClientConfig::default(),
+        )
+        .unwrap();
+        let (keys, _) = vss.list_all_key_versions(VSS_STORE, None).await.unwrap();
+        assert!(
+            !keys.is_empty(),
+            "the head A's lease wrote is listed over HTTPS"
+        );
+    });
 }
