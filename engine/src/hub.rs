@@ -19,7 +19,7 @@ use ldk_node::bitcoin::address::NetworkUnchecked;
 use ldk_node::bitcoin::secp256k1::PublicKey;
 use ldk_node::lightning::ln::channelmanager::PaymentId;
 use ldk_node::lightning::ln::msgs::SocketAddress;
-use ldk_node::payment::{PaymentDirection, PaymentStatus};
+use ldk_node::payment::{PaymentDirection, PaymentKind, PaymentStatus};
 use ldk_node::{Event, UserChannelId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -126,7 +126,19 @@ pub trait CommandExecutor: Send + Sync + 'static {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         None
     }
+
+    /// The payments this node received within the last [`RECEIPTS_WINDOW`] (payment hash, amount),
+    /// reported again at the start of every hub session: an update lost with an earlier session
+    /// (the app restarted, the till was handed off, the event stream lagged) still reaches the
+    /// server, which ignores an invoice it already knows as paid.
+    fn recent_receipts(&self) -> Vec<([u8; 32], Option<u64>)> {
+        Vec::new()
+    }
 }
+
+/// How far back [`CommandExecutor::recent_receipts`] looks: the longest invoice expiry the store
+/// API allows, a week.
+pub const RECEIPTS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -317,6 +329,25 @@ impl CommandExecutor for Node {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         Some(self.subscribe())
     }
+
+    fn recent_receipts(&self) -> Vec<([u8; 32], Option<u64>)> {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.saturating_sub(RECEIPTS_WINDOW).as_secs());
+        self.payments(PaymentFilter {
+            direction: Some(PaymentDirection::Inbound),
+            status: Some(PaymentStatus::Succeeded),
+        })
+        .into_iter()
+        .filter(|p| p.latest_update_timestamp >= since)
+        .filter_map(|p| match p.kind {
+            PaymentKind::Bolt11 { hash, .. } | PaymentKind::Bolt11Jit { hash, .. } => {
+                Some((hash.0, p.amount_msat))
+            }
+            _ => None,
+        })
+        .collect()
+    }
 }
 
 /// Where and how a device connects to the hub.
@@ -454,6 +485,40 @@ impl Shared {
     fn acked(&self, id: &str) {
         self.outbox.lock().unwrap().retain(|_, (i, _)| i != id);
     }
+
+    /// Reports a received payment as an invoice update, until the server acknowledges it (once:
+    /// a report already waiting for its acknowledgement is not queued twice).
+    fn report_paid(&self, hash: &[u8; 32], amount_msat: Option<u64>) {
+        let hash = hex(hash);
+        let id = format!("paid-{hash}");
+        if self.outbox.lock().unwrap().values().any(|(i, _)| *i == id) {
+            return;
+        }
+        let text = message(
+            "invoice_update",
+            json!({
+                "id": id,
+                "payment_hash": hash,
+                "status": "paid",
+                "amount_msat": amount_msat,
+            }),
+        );
+        self.send_reliably(id, text);
+    }
+}
+
+/// Reports every recent receipt of the executor's node (see
+/// [`CommandExecutor::recent_receipts`]).
+async fn report_receipts(shared: &Arc<Shared>) {
+    let Some(executor) = shared.config.executor.clone() else {
+        return;
+    };
+    let receipts = tokio::task::spawn_blocking(move || executor.recent_receipts())
+        .await
+        .unwrap_or_default();
+    for (hash, amount_msat) in receipts {
+        shared.report_paid(&hash, amount_msat);
+    }
 }
 
 /// A running hub client; stops when dropped or [`stop`](HubClient::stop)ped.
@@ -526,21 +591,12 @@ impl HubClient {
                             payment_hash,
                             amount_msat,
                             ..
-                        }) => {
-                            let hash = hex(&payment_hash.0);
-                            let id = format!("paid-{hash}");
-                            let text = message(
-                                "invoice_update",
-                                json!({
-                                    "id": id,
-                                    "payment_hash": hash,
-                                    "status": "paid",
-                                    "amount_msat": amount_msat,
-                                }),
-                            );
-                            shared.send_reliably(id, text);
+                        }) => shared.report_paid(&payment_hash.0, Some(amount_msat)),
+                        // Missed events: report every recent receipt again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            report_receipts(&shared).await;
                         }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(_) => {}
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                 }
@@ -760,6 +816,8 @@ async fn session(shared: &Arc<Shared>, stop: &mut oneshot::Receiver<()>) -> Ende
             .map(str::to_owned);
         s.last_error = None;
     });
+    // Payments whose updates an earlier session may have lost go out again.
+    report_receipts(shared).await;
     let mut watchdog = tokio::time::interval(heartbeat);
     let mut last_heard = tokio::time::Instant::now();
     loop {

@@ -57,7 +57,7 @@ pub use error::Error;
 pub use gate::{Alignment, Gate, MONITOR_CUT};
 pub use hub::{
     CommandExecutor, HUB_PROTOCOL_VERSION, HubClient, HubCommand, HubConfig, HubError, HubStatus,
-    MasterInfo, payment_json,
+    MasterInfo, RECEIPTS_WINDOW, payment_json,
 };
 pub use keys::{BACKUP_SECRET_PATH, DEVICE_ID_FORMAT_VERSION, DEVICE_ID_RECORD, Keys, device_id};
 pub use node::{

@@ -25,6 +25,8 @@ const C: DeviceId = DeviceId([0xc3; 16]);
 #[derive(Default)]
 struct Recorder {
     ran: Mutex<Vec<HubCommand>>,
+    /// What its node "received" (payment hash, msat), for `recent_receipts`.
+    received: Mutex<Vec<([u8; 32], Option<u64>)>>,
 }
 
 impl CommandExecutor for Recorder {
@@ -39,6 +41,10 @@ impl CommandExecutor for Recorder {
             HubCommand::Pay { .. } => Err("no route to the payee".to_owned()),
             _ => Ok(Value::Null),
         }
+    }
+
+    fn recent_receipts(&self) -> Vec<([u8; 32], Option<u64>)> {
+        self.received.lock().unwrap().clone()
     }
 }
 
@@ -475,4 +481,64 @@ fn tls_child_device() {
             "the head A's lease wrote is listed over HTTPS"
         );
     });
+}
+
+/// A payment whose update never reached the server (no event, as when the app restarted or the
+/// till was handed off right after it) is reported at the master's next hub session, and turns
+/// the invoice paid even though the server had expired it meanwhile.
+#[test]
+fn a_lost_paid_update_is_reported_again_and_wins_over_expiry() {
+    let mut s = setup();
+    let recorder = Arc::new(Recorder::default());
+    let master = s.device(&s.token, STORE, A, Some(recorder.clone()));
+    s.make_master(A, 1, true);
+    s.wait(&master, "A to be master", master_is(A));
+    let http = reqwest::Client::new();
+    let invoices = format!("{}/api/v1/stores/{STORE}/invoices", s.server.url());
+    let status = |s: &Setup| -> Value {
+        s.runtime.block_on(async {
+            http.get(format!("{invoices}/{}", "ab".repeat(32)))
+                .bearer_auth(&s.cashier_token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let created: Value = s.runtime.block_on(async {
+        let response = http
+            .post(&invoices)
+            .bearer_auth(&s.cashier_token)
+            .json(&json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 1 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        response.json().await.unwrap()
+    });
+    assert_eq!(created["id"], "ab".repeat(32));
+    // The node received it, but no update went out; the server expires the invoice.
+    recorder
+        .received
+        .lock()
+        .unwrap()
+        .push(([0xab; 32], Some(1_500_000)));
+    let deadline = std::time::Instant::now() + WAIT;
+    while status(&s)["status"] != "expired" {
+        assert!(std::time::Instant::now() < deadline, "{}", status(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next session (here: the server restarted) reports the receipt.
+    s.server.restart();
+    s.wait(&master, "a second session", |st| {
+        st.connected && st.sessions >= 2
+    });
+    while status(&s)["status"] != "paid" {
+        assert!(std::time::Instant::now() < deadline, "{}", status(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let paid = status(&s);
+    assert_eq!(paid["received_msat"], 1_500_000, "{paid}");
 }

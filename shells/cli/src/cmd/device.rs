@@ -256,4 +256,11 @@ impl till_engine::CommandExecutor for TillExecutor {
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<till_engine::Event>> {
         self.0.node().ok().map(|n| n.subscribe())
     }
+
+    fn recent_receipts(&self) -> Vec<([u8; 32], Option<u64>)> {
+        self.0
+            .node()
+            .map(|n| n.recent_receipts())
+            .unwrap_or_default()
+    }
 }

@@ -93,7 +93,8 @@ pub(crate) enum RedeemError {
     Store(#[from] StoreError),
 }
 
-/// A store invoice's status: `new` until paid or expired; paid and expired are final.
+/// A store invoice's status: `new` until paid or expired; `paid` is final, and `expired` turns
+/// `paid` when the master reports the payment after all (see [`finish`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum InvoiceStatus {
@@ -409,8 +410,9 @@ pub(crate) trait Storage: Send + Sync + 'static {
         since_ms: i64,
     ) -> Result<Vec<(UserId, InvoiceRecord)>, StoreError>;
 
-    /// Moves invoice `id` from `new` to `to` in one transaction (`paid_ms`, `received_msat` set
-    /// for paid). Returns the changed record, or `None` if it is missing or no longer `new`.
+    /// Moves invoice `id` from `new` to `to`, or from `expired` to `paid`, in one transaction
+    /// (`paid_ms`, `received_msat` set for paid). Returns the changed record, or `None` if it is
+    /// missing or cannot move (`paid` is final).
     async fn finish_invoice(
         &self,
         user: UserId,
@@ -463,7 +465,15 @@ pub(crate) fn finish(
     at_ms: i64,
     received_msat: Option<u64>,
 ) -> Option<InvoiceRecord> {
-    if record.status != InvoiceStatus::New {
+    // `paid` is what the master's node received, and it wins over `expired`, which is only the
+    // server's clock: a payment made just before the expiry, whose update arrives after it (or
+    // after a lost hub session), still turns the invoice paid. Nothing leaves `paid`.
+    let moves = match record.status {
+        InvoiceStatus::New => true,
+        InvoiceStatus::Expired => to == InvoiceStatus::Paid,
+        InvoiceStatus::Paid => false,
+    };
+    if !moves {
         return None;
     }
     record.status = to;
@@ -517,6 +527,37 @@ mod tests {
             header: lease(device, epoch, 1),
             enforce,
         }
+    }
+
+    #[test]
+    fn paid_wins_over_expired_and_is_final() {
+        let record = |status| InvoiceRecord {
+            id: "ab".repeat(32),
+            bolt11: "lnbcrt1".into(),
+            amount_sat: 1,
+            description: String::new(),
+            status,
+            created_ms: 0,
+            expires_ms: 10,
+            paid_ms: None,
+            received_msat: None,
+        };
+        use InvoiceStatus::{Expired, New, Paid};
+        let paid = finish(record(New), Paid, 5, Some(1000)).unwrap();
+        assert_eq!(
+            (paid.status, paid.paid_ms, paid.received_msat),
+            (Paid, Some(5), Some(1000))
+        );
+        assert_eq!(
+            finish(record(New), Expired, 11, None).unwrap().status,
+            Expired
+        );
+        // A payment's update that arrives after the server expired the invoice.
+        let late = finish(record(Expired), Paid, 12, Some(1000)).unwrap();
+        assert_eq!((late.status, late.paid_ms), (Paid, Some(12)));
+        assert!(finish(record(Expired), Expired, 12, None).is_none());
+        assert!(finish(record(Paid), Expired, 12, None).is_none());
+        assert!(finish(record(Paid), Paid, 12, Some(1)).is_none());
     }
 
     #[test]
