@@ -3,7 +3,9 @@
 //! customer's node; creates the merchant's till, funds it, opens channels and
 //! takes payments; hands the till off to a second device; restores a third
 //! from the mnemonic and checks its state equals the master's; shows that a
-//! forked node is refused; then prints a summary.
+//! forked node is refused; serves the point-of-sale page, where a cashier's
+//! invoice is made by the till over the hub and paid by the customer; then
+//! prints a summary and keeps the page up until Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +18,16 @@ use ldk_node::config::{Config as LdkConfig, EsploraSyncConfig};
 use ldk_node::lightning::ln::msgs::SocketAddress;
 use ldk_node::{Builder, Event};
 use serde::Serialize;
-use till_engine::{BackupConfig, Keys, Node, NodeConfig, Till, TillConfig};
+use till_engine::{
+    BackupConfig, CommandExecutor, HubClient, HubConfig, Keys, Node, NodeConfig, Till, TillConfig,
+};
 
 use crate::Failure;
+use crate::cmd::device::TillExecutor;
 use crate::output::Output;
+
+/// The merchant's user and store on the demo's server.
+const STORE: &str = "demo-merchant";
 
 /// How long any one wait of the demo may take before it gives up, saying what it waited for.
 const WAIT: Duration = Duration::from_secs(120);
@@ -71,12 +79,25 @@ struct Backup {
 }
 
 #[derive(Default, Serialize)]
+struct PosCheck {
+    /// A cashier's invoice was made by the master over the hub, paid, and shown paid.
+    ok: bool,
+    /// The point-of-sale page.
+    url: String,
+    /// A file (mode 0600) with the cashier's sign-in link: the page's URL with the cashier token.
+    link_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Default, Serialize)]
 struct Summary {
     payments: Payments,
     handoff: Check,
     restore: RestoreCheck,
     fork_refused: bool,
     fork_message: String,
+    pos: PosCheck,
     backup: Backup,
     server_url: String,
     devnet_url: String,
@@ -108,25 +129,30 @@ pub fn run(out: &Output, args: DemoArgs) -> Result<(), Failure> {
         .context("starting the demo's runtime")?;
     let started = Instant::now();
     let mut demo = Demo::start(out, &runtime, &workdir)?;
-    let mut summary = demo.play(out, &runtime, &workdir, args.payments)?;
+    let (mut summary, master) = demo.play(out, &runtime, &workdir, args.payments)?;
     summary.wall_seconds = started.elapsed().as_secs_f64();
     out.emit(&summary, || text(&summary));
     if !args.no_wait {
         if !out.json() {
             println!(
-                "The till keeps running: server {} , devnet {} . Press Ctrl-C to stop.",
-                summary.server_url, summary.devnet_url
+                "The till keeps running on device B: POS page {} , server {} , devnet {} . Press Ctrl-C to stop.",
+                summary.pos.url, summary.server_url, summary.devnet_url
             );
         }
         runtime.block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         });
     }
+    if let Some((till, hub)) = master {
+        runtime.block_on(hub.stop());
+        till.stop().context("stopping device B")?;
+    }
     demo.stop(&runtime);
     let passed = summary.handoff.ok
         && summary.restore.ok
         && summary.restore.state_matches
         && summary.fork_refused
+        && summary.pos.ok
         && summary.payments.failed == 0
         && summary.payments.succeeded > 0;
     if passed {
@@ -140,7 +166,7 @@ pub fn run(out: &Output, args: DemoArgs) -> Result<(), Failure> {
 
 fn text(s: &Summary) -> String {
     format!(
-        "\nTill demo summary\n  payments: {} succeeded, {} failed\n  handoff to a second device: {}\n  restore of a third device from the mnemonic: {} in {:.2} s ({} events), state matches the master: {}\n  a forked node is refused: {} ({})\n  backup: {} events shipped in {} uploads, {} bytes uploaded, lag {} events\n  wall time: {:.1} s",
+        "\nTill demo summary\n  payments: {} succeeded, {} failed\n  handoff to a second device: {}\n  restore of a third device from the mnemonic: {} in {:.2} s ({} events), state matches the master: {}\n  a forked node is refused: {} ({})\n  point of sale: {} ({}; the cashier's sign-in link is in {})\n  backup: {} events shipped in {} uploads, {} bytes uploaded, lag {} events\n  wall time: {:.1} s",
         s.payments.succeeded,
         s.payments.failed,
         if s.handoff.ok { "ok" } else { "FAILED" },
@@ -150,6 +176,13 @@ fn text(s: &Summary) -> String {
         s.restore.state_matches,
         s.fork_refused,
         s.fork_message,
+        if s.pos.ok {
+            "a cashier's invoice was paid".to_owned()
+        } else {
+            format!("FAILED: {}", s.pos.error.as_deref().unwrap_or("unknown"))
+        },
+        s.pos.url,
+        s.pos.link_file,
         s.backup.events_shipped,
         s.backup.uploads,
         s.backup.bytes_uploaded,
@@ -163,6 +196,7 @@ struct Demo {
     devnet: till_devnet::Devnet,
     server_url: String,
     token: String,
+    cashier_token: String,
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     peer: PlainNode,
     customer: PlainNode,
@@ -247,6 +281,26 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The till's master at the end of the demo (device B) and its hub client, serving the POS page.
+type Serving = (Arc<Till>, HubClient);
+
+/// Runs `f` until the server's store is no longer held open by an earlier call (a background
+/// thread releases its file lock), for up to 5 s.
+fn retry_while_open<T>(
+    mut f: impl FnMut() -> Result<T, till_server::Error>,
+) -> Result<T, till_server::Error> {
+    let mut attempts = 0;
+    loop {
+        match f() {
+            Err(e) if attempts < 50 && e.to_string().contains("already open") => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl Demo {
     fn start(
         out: &Output,
@@ -267,22 +321,28 @@ impl Demo {
             data_dir: workdir.join("server"),
         };
         let token = runtime
-            .block_on(till_server::add_user(&backend, "demo-merchant"))
-            .context("creating the merchant's user on the server")?;
+            .block_on(till_server::add_user(&backend, STORE))
+            .map_err(|e| match e {
+                till_server::Error::UserExists { .. } => anyhow!(
+                    "{} already holds a demo; give --workdir a new folder",
+                    workdir.display()
+                ),
+                e => anyhow::Error::new(e).context("creating the merchant's user on the server"),
+            })?;
+        // Each call opens the store, which a background thread releases after it: wait for its
+        // file lock to go.
+        let cashier_token = retry_while_open(|| {
+            runtime.block_on(till_server::add_token(
+                &backend,
+                STORE,
+                till_server::Role::Cashier,
+            ))
+        })
+        .context("creating the POS page's cashier token")?;
         let config = till_server::ServeConfig::new("127.0.0.1:0".parse().unwrap(), backend);
-        // The store `add_user` opened is released by a background thread;
-        // wait for its file lock to go.
-        let mut attempts = 0;
-        let server = loop {
-            match runtime.block_on(till_server::Server::bind(config.clone())) {
-                Ok(server) => break server,
-                Err(e) if attempts < 50 && e.to_string().contains("already open") => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("starting till-server")),
-            }
-        };
+        let server =
+            retry_while_open(|| runtime.block_on(till_server::Server::bind(config.clone())))
+                .context("starting till-server")?;
         let server_url = format!("http://{}", server.local_addr()?);
         let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
         runtime.spawn(server.run(async {
@@ -296,6 +356,7 @@ impl Demo {
             devnet,
             server_url,
             token,
+            cashier_token,
             stop_server: Some(stop_server),
             peer,
             customer,
@@ -365,14 +426,15 @@ impl Demo {
         Ok(())
     }
 
+    /// Plays the demo; returns its summary and, when device B ends as the running master, B and
+    /// its hub client (serving the POS page until the caller stops them).
     fn play(
         &mut self,
         out: &Output,
         runtime: &tokio::runtime::Runtime,
         workdir: &Path,
         payments: u32,
-    ) -> anyhow::Result<Summary> {
-        let _ = runtime;
+    ) -> anyhow::Result<(Summary, Option<Serving>)> {
         let mut summary = Summary {
             server_url: self.server_url.clone(),
             devnet_url: self.devnet.url().to_owned(),
@@ -445,7 +507,11 @@ impl Demo {
         say(out, "handing the till off from device A to device B");
         let status_a = a.replicator_status();
         let (config_b, listen_b) = self.till_config(&workdir.join("device-b"))?;
-        let b = Till::open(workdir.join("device-b/till.redb"), device_keys()?, config_b)?;
+        let b = Arc::new(Till::open(
+            workdir.join("device-b/till.redb"),
+            device_keys()?,
+            config_b,
+        )?);
         let handoff = a.handoff().and_then(|()| b.acquire());
         summary.handoff = match handoff {
             Ok(()) => Check {
@@ -468,7 +534,7 @@ impl Demo {
             // Same node id, new address: the customer reconnects to it.
             self.customer
                 .node
-                .connect(merchant_id, listen_b, true)
+                .connect(merchant_id, listen_b.clone(), true)
                 .map_err(|e| anyhow!("the customer reconnecting to device B: {e:?}"))?;
             wait_until("the channel to be usable on device B", || {
                 node_b
@@ -525,13 +591,137 @@ impl Demo {
                 summary.fork_message = e.to_string();
             }
         }
+
+        say(
+            out,
+            "serving the POS page: a cashier's invoice, made by device B over the hub, paid by the customer",
+        );
+        let hub = {
+            let _guard = runtime.enter();
+            let executor: Arc<dyn CommandExecutor> = Arc::new(TillExecutor(Arc::clone(&b)));
+            HubClient::start(HubConfig::new(
+                self.server_url.clone(),
+                self.token.clone(),
+                STORE.to_owned(),
+                b.device_id(),
+                Some(executor),
+            ))
+        };
+        // B's node started again when it took the till back: the customer reconnects to it.
+        let node_b = b.node()?;
+        self.customer
+            .node
+            .connect(merchant_id, listen_b, true)
+            .map_err(|e| anyhow!("the customer reconnecting to device B: {e:?}"))?;
+        wait_until(
+            "the customer's channel to be usable on device B again",
+            || {
+                node_b
+                    .channels()
+                    .iter()
+                    .any(|c| c.counterparty_node_id == self.customer.node.node_id() && c.is_usable)
+            },
+        )?;
+        summary.pos.url = format!("{}/pos/{STORE}", self.server_url);
+        let link_file = workdir.join("pos-link.txt");
+        summary.pos.link_file = link_file.display().to_string();
+        crate::config::write_private(
+            &link_file,
+            &format!("{}#token={}\n", summary.pos.url, self.cashier_token),
+        )
+        .context("writing the cashier's sign-in link")?;
+        match self.pos_sale(runtime, &hub, &b) {
+            Ok(()) => summary.pos.ok = true,
+            Err(e) => summary.pos.error = Some(format!("{e:#}")),
+        }
+        // Counted once the POS sale is settled: what device B shipped since it took the till back.
         if let Some(s) = b.replicator_status() {
             summary.backup.events_shipped += s.events_shipped;
             summary.backup.bytes_uploaded += s.bytes_uploaded;
             summary.backup.uploads += s.uploads;
         }
-        b.stop().context("stopping device B")?;
-        Ok(summary)
+        Ok((summary, Some((b, hub))))
+    }
+
+    /// What the POS page does, over HTTP with the cashier's token: creates an invoice (the server
+    /// asks the master, device B, over the hub), the customer pays it, and the invoice turns paid
+    /// (the master reports the payment over the hub).
+    fn pos_sale(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        hub: &HubClient,
+        b: &Till,
+    ) -> anyhow::Result<()> {
+        let device = b.device_id().to_string();
+        runtime
+            .block_on(hub.wait_for(WAIT, |s| {
+                s.connected && s.master.as_ref().is_some_and(|m| m.device == device)
+            }))
+            .map_err(|last| anyhow!("device B never became the hub's master: {last:?}"))?;
+        let http = reqwest::Client::new();
+        let invoices = format!("{}/api/v1/stores/{STORE}/invoices", self.server_url);
+        let created: serde_json::Value = runtime.block_on(async {
+            let response = http
+                .post(&invoices)
+                .bearer_auth(&self.cashier_token)
+                .json(&serde_json::json!({
+                    "amount_sat": SALE_SATS,
+                    "description": "POS sale",
+                    "expiry_secs": 600,
+                }))
+                .send()
+                .await
+                .context("asking the server for an invoice")?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.context("the invoice's JSON")?;
+            anyhow::ensure!(
+                status.as_u16() == 201,
+                "the server answered {status}: {body}"
+            );
+            Ok::<_, anyhow::Error>(body)
+        })?;
+        let (Some(id), Some(bolt11)) = (created["id"].as_str(), created["bolt11"].as_str()) else {
+            bail!("the server's invoice has no id or bolt11: {created}");
+        };
+        let invoice: ldk_node::lightning_invoice::Bolt11Invoice = bolt11
+            .parse()
+            .map_err(|e| anyhow!("the master's invoice does not parse: {e:?}"))?;
+        let sent = self
+            .customer
+            .node
+            .bolt11_payment()
+            .send(&invoice, None)
+            .map_err(|e| anyhow!("the customer paying: {e:?}"))?;
+        let paid = wait_event(
+            &self.customer.node,
+            "the POS payment's outcome",
+            |e| match e {
+                Event::PaymentSuccessful { payment_id, .. } if *payment_id == Some(sent) => {
+                    Some(true)
+                }
+                Event::PaymentFailed { payment_id, .. } if *payment_id == Some(sent) => Some(false),
+                _ => None,
+            },
+        )?;
+        anyhow::ensure!(paid, "the customer's payment failed");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = runtime.block_on(async {
+                let response = http
+                    .get(format!("{invoices}/{id}"))
+                    .bearer_auth(&self.cashier_token)
+                    .send()
+                    .await?;
+                response.json::<serde_json::Value>().await
+            })?;
+            match status["status"].as_str() {
+                Some("paid") => return Ok(()),
+                Some("new") if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => bail!("the paid invoice shows {other:?} on the server"),
+            }
+        }
     }
 
     fn stop(&mut self, runtime: &tokio::runtime::Runtime) {

@@ -99,8 +99,9 @@ enum Command {
     Diff(cmd::diff::DiffArgs),
     /// Role, lease holder and epoch, last local and last durable seq, backup lag.
     Status,
-    /// Everything on this machine: a devnet, a server, a till on three
-    /// devices, payments, a handoff, a restore and a refused fork.
+    /// Everything on this machine: a devnet, a server, a till on four
+    /// devices, payments, a handoff, a restore, a refused fork and a sale on
+    /// the point-of-sale page, which stays up until Ctrl-C.
     Demo(demo::DemoArgs),
     /// Audit exports for developers and accountants.
     #[command(subcommand)]
