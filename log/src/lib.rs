@@ -51,6 +51,6 @@ pub use error::{
 pub use event::{DeviceId, EVENT_FORMAT_VERSION, Event, Hash, Key, MAX_KEY_PART_LEN, Op, Write};
 pub use log::{
     AppendOutcome, Appended, CommitStats, Durability, Head, LOG_FORMAT_VERSION, Log, LogOptions,
-    Stored, VerifyReport, Writer, create_redb_file,
+    REPLAY_PROGRESS_STEP, Stored, VerifyReport, Writer, create_redb_file,
 };
 pub use state::{Entry, FoldError, State};

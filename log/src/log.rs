@@ -15,6 +15,9 @@ use crate::error::{
 use crate::event::{DeviceId, Event, Hash, Key, Op, Write, next_version};
 use crate::state::{Entry, State, check_follows};
 
+/// How many events [`Log::replay_with_progress`] folds between two progress calls.
+pub const REPLAY_PROGRESS_STEP: u64 = 4096;
+
 /// Format version of the log file, stored under `meta["format"]`.
 pub const LOG_FORMAT_VERSION: u8 = 2;
 
@@ -868,6 +871,16 @@ impl Log {
     /// events (L1). `to_seq` 0 is the empty log; past the head is refused, and
     /// so is a point before the snapshot this log was started from.
     pub fn replay(&self, to_seq: u64) -> Result<State, ReadError> {
+        self.replay_with_progress(to_seq, &mut |_, _| {})
+    }
+
+    /// [`Log::replay`], calling `progress(done, total)` with the events folded so far and the
+    /// number to fold, every [`REPLAY_PROGRESS_STEP`] events and at the end.
+    pub fn replay_with_progress(
+        &self,
+        to_seq: u64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<State, ReadError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let meta = txn.open_table(META).map_err(StorageError::from)?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
@@ -895,6 +908,8 @@ impl Log {
             let table = txn.open_table(BASE).map_err(StorageError::from)?;
             State::from_parts(read_entries(&table)?, base.seq, base.hash, base.at_ms)
         };
+        let total = to_seq - base.seq;
+        let mut done = 0;
         for item in events
             .range(base.seq + 1..=to_seq)
             .map_err(StorageError::from)?
@@ -904,7 +919,12 @@ impl Log {
             let event = decode_at(seq.value(), record)?;
             state.check(&event)?;
             state.apply_unchecked(&event, Hash::of_record(record));
+            done += 1;
+            if done % REPLAY_PROGRESS_STEP == 0 {
+                progress(done, total);
+            }
         }
+        progress(done, total);
         Ok(state)
     }
 

@@ -613,3 +613,29 @@ fn a_format_1_log_is_upgraded_on_open() {
         .collect();
     assert!(!tables.contains(&"history".to_string()), "{tables:?}");
 }
+
+#[test]
+fn replay_reports_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open_with(
+        dir.path().join("log.redb"),
+        LogOptions {
+            durability: Durability::Volatile,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    for chunk in 0..10u32 {
+        let writes = (0..1000u32)
+            .map(|i| till_log::Write::put(key(&((chunk * 1000 + i) % 50).to_string()), vec![1]))
+            .collect();
+        log.append(writes).unwrap();
+    }
+    let mut calls = Vec::new();
+    let state = log
+        .replay_with_progress(9000, &mut |done, total| calls.push((done, total)))
+        .unwrap();
+    assert_eq!(state, log.replay(9000).unwrap());
+    let step = till_log::REPLAY_PROGRESS_STEP;
+    assert_eq!(calls, vec![(step, 9000), (2 * step, 9000), (9000, 9000)]);
+}

@@ -81,8 +81,21 @@ fn ldk_nodes_vss_store_runs_a_node_on_till_server_and_restores_from_it() {
         pay(&vss, &peer, 20_000_000);
         pay(&peer, &vss, 7_000_000);
     }
+    // The payer's success can come before the last commitment dance ends (the HTLC's output,
+    // whose fee the funder pays, still in the commitment): read the balances once they hold
+    // still, as the restored node will see them.
+    let mut balances = vss.list_balances();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = vss.list_balances();
+        if now.total_lightning_balance_sats == balances.total_lightning_balance_sats {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the balances never settled");
+        balances = now;
+    }
     let channel = vss.list_channels()[0].clone();
-    let balances = vss.list_balances();
     let payments = vss.list_payments().len();
     assert!(balances.total_lightning_balance_sats > 0);
     let stored = objects_on_server(&server, &token);

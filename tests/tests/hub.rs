@@ -542,3 +542,65 @@ fn a_lost_paid_update_is_reported_again_and_wins_over_expiry() {
     let paid = status(&s);
     assert_eq!(paid["received_msat"], 1_500_000, "{paid}");
 }
+
+/// A device that answers the hub's pings stays connected; one that goes silent (reads nothing, so
+/// sends no pongs) is dropped after three heartbeats (0.5 s each here), and the store's master is
+/// then offline: a follower's command fails saying so.
+#[test]
+fn a_silent_device_is_dropped_after_three_heartbeats() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = setup();
+    s.make_master(A, 1, true);
+    let follower = s.device(&s.token, STORE, B, None);
+    let mut socket = s.runtime.block_on(async {
+        let mut request = format!("ws://{}/api/v1/hub", s.server.addr())
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", s.token).parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let hello = json!({ "type": "hello", "v": 1, "store": STORE, "device_id": A.to_string() });
+        socket.send(Message::text(hello.to_string())).await.unwrap();
+        socket
+    });
+    s.wait(&follower, "B to see A as master", master_is(A));
+    // Reading answers the pings (tungstenite replies on read): 2.5 s, five heartbeats, stays open.
+    let pings = s.runtime.block_on(async {
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+        while let Ok(frame) = tokio::time::timeout_at(until, socket.next()).await {
+            match frame {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(_)) => {}
+                other => panic!("the hub closed a device that answers its pings: {other:?}"),
+            }
+        }
+        pings
+    });
+    assert!(pings >= 3, "{pings} pings in 2.5 s");
+    // Silent for 3 s (six heartbeats): the server has closed the connection.
+    std::thread::sleep(Duration::from_secs(3));
+    let closed = s.runtime.block_on(async {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {} // pings sent before the drop
+                Err(_) => return false,
+            }
+        }
+    });
+    assert!(closed, "the silent device's connection is still open");
+    let err = s
+        .runtime
+        .block_on(follower.command(HubCommand::Balances))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("holds the lease but is not connected"),
+        "{err}"
+    );
+}

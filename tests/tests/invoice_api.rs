@@ -192,7 +192,7 @@ fn invoices_are_created_by_the_master_paid_and_expired() {
             .collect();
         assert_eq!(statuses, ["expired", "paid"], "newest first");
 
-        // A cashier token cannot pay, refund or read balances.
+        // A cashier token cannot pay, refund, read balances or list payments.
         let description =
             Bolt11InvoiceDescription::Direct(Description::new("change".into()).unwrap());
         let customer_invoice = customer
@@ -210,6 +210,7 @@ fn invoices_are_created_by_the_master_paid_and_expired() {
                 Some(json!({ "payment_id": payment_id, "bolt11": customer_invoice.to_string() })),
             ),
             ("/balances", None),
+            ("/payments", None),
         ] {
             let method = if body.is_some() { "POST" } else { "GET" };
             let (status, answer) = api.send(method, path, cashier, body).await;

@@ -98,7 +98,9 @@ impl Config {
     /// Resolves the configuration: the data dir from the flag, else `TILL_DATA_DIR`, else
     /// `~/.till`; then `till.toml` in it, overridden by `TILL_SERVER_URL`, `TILL_NETWORK` and
     /// `TILL_ESPLORA_URL`, overridden by the flags.
-    pub fn load(flags: Overrides) -> anyhow::Result<Self> {
+    ///
+    /// A network value that is not one is a usage error (exit 2); anything else a failure.
+    pub fn load(flags: Overrides) -> Result<Self, crate::Failure> {
         let data_dir = match flags.data_dir {
             Some(d) => d,
             None => match std::env::var_os("TILL_DATA_DIR") {
@@ -123,7 +125,7 @@ impl Config {
             .or(file.network);
         let network_explicit = network_text.is_some();
         let network = match network_text {
-            Some(n) => parse_network(&n)?,
+            Some(n) => parse_network(&n).map_err(|e| crate::Failure::Usage(e.to_string()))?,
             None => Network::Bitcoin,
         };
         let esplora_url = flags

@@ -143,7 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
         verbose: cli.global.verbose,
     }) {
         Ok(c) => c,
-        Err(e) => return report(Failure::Failed(e)),
+        Err(e) => return report(e),
     };
     let out = output::Output::new(cli.global.json);
     let result = match cli.command {

@@ -269,6 +269,23 @@ fn config_file_then_environment_then_flags() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["server_url"], "http://from-env");
     assert_eq!(v["last_seq"], 10);
+    // A flag wins over both.
+    let o = Command::new(env!("CARGO_BIN_EXE_till"))
+        .args(["--json", "--server-url", "http://from-flag", "status"])
+        .env("TILL_DATA_DIR", dir.path())
+        .env("TILL_SERVER_URL", "http://from-env")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["server_url"], "http://from-flag");
+    // A network that is not one is a usage error.
+    let o = till(dir.path(), &["--network", "moonnet", "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown network \"moonnet\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -92,17 +92,24 @@ pub fn parse_time(s: &str) -> Result<u64, Failure> {
 
 pub fn run(config: &Config, out: &Output, args: ReplayArgs) -> Result<(), Failure> {
     let log = open_log(config)?;
-    // A long log takes seconds.
-    let spinner = crate::output::spinner(format!(
-        "replaying {} events",
-        log.head().map(|h| h.seq).unwrap_or(0)
-    ));
-    let state = match (args.to_seq, &args.at) {
-        (Some(seq), _) => log.replay(seq),
-        (None, Some(at)) => log.replay_at(parse_time(at)?),
+    let to_seq = match (args.to_seq, &args.at) {
+        (Some(seq), _) => seq,
+        (None, Some(at)) => log.seq_at(parse_time(at)?).map_err(read_failure)?,
         (None, None) => unreachable!("clap requires one of --to-seq and --at"),
     };
-    spinner.finish_and_clear();
+    // A long log takes seconds: a bar of the events folded (on a terminal's stderr only).
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "replaying {bar:30} {pos}/{len} events ({elapsed})",
+        )
+        .expect("a valid template"),
+    );
+    let state = log.replay_with_progress(to_seq, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
     let state = state.map_err(read_failure)?;
     if let Some(dir) = args.out {
         write_folder(&dir, &state)?;
