@@ -330,12 +330,23 @@ impl Till {
 
     /// Pulls every event the server has and this follower lacks into its read-only replica (R5).
     pub fn sync(&self) -> Result<SyncReport, Error> {
+        self.sync_with_progress(|_| {})
+    }
+
+    /// [`Till::sync`], telling `progress` the segments to pull and each one applied (as
+    /// [`Till::restore`] does), for a progress bar.
+    pub fn sync_with_progress(
+        &self,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<SyncReport, Error> {
         if let State::Master(_) = &*self.lock() {
             return Err(Error::InvalidInput(
                 "this device is master: it ships the backup and has nothing to pull".to_owned(),
             ));
         }
-        Ok(self.runtime.block_on(self.replica.sync())?)
+        Ok(self
+            .runtime
+            .block_on(self.replica.sync_with_progress(&mut progress))?)
     }
 
     /// Becomes master: pulls everything (R5), acquires the lease (R4; only when it is released,

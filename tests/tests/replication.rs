@@ -481,9 +481,28 @@ async fn a_follower_pulls_and_a_restart_resumes() {
     for round in 0..4 {
         let seq = a.append(&format!("r{round}"), 40);
         durable(&a, seq).await;
-        let report = follower.replica.sync().await.unwrap();
+        // The progress a bar draws: the plan, then each segment applied, ending at the head.
+        let mut seen = Vec::new();
+        let report = follower
+            .replica
+            .sync_with_progress(&mut |p| seen.push(p))
+            .await
+            .unwrap();
         assert_eq!(report.seq, seq);
         assert_eq!(follower.log.state().unwrap(), a.log.state().unwrap());
+        let Some(till_vss::replica::Progress::Planned {
+            segments, last_seq, ..
+        }) = seen.first()
+        else {
+            panic!("no plan first: {seen:?}");
+        };
+        assert_eq!((*segments, *last_seq), (report.segments, seq), "{seen:?}");
+        assert_eq!(seen.len() as u64, 1 + report.segments, "{seen:?}");
+        assert!(
+            matches!(seen.last(), Some(till_vss::replica::Progress::Segment { done, total, seq: at })
+                if *done == *total && *at == seq),
+            "{seen:?}"
+        );
     }
     // A restarts (no release) and resumes its own lease, same epoch.
     let seq = a.append("unshipped", 5);

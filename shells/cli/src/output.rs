@@ -39,6 +39,49 @@ pub fn spinner(message: String) -> indicatif::ProgressBar {
     spinner
 }
 
+/// A bar for pulling the backup's segments (`verb`: "restoring", "syncing"), on a terminal's
+/// stderr: a spinner while the backup's head is read, then the segments once
+/// [`show_segments`] is told the plan. Call `finish_and_clear` when the work is done.
+pub fn segments_bar(verb: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {verb}: {{msg}} ({{elapsed}})"
+        ))
+        .expect("a valid template"),
+    );
+    bar.set_message("reading the backup's head");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Moves a [`segments_bar`] on a restore's or a sync's progress.
+pub fn show_segments(
+    bar: &indicatif::ProgressBar,
+    verb: &str,
+    progress: &till_engine::RestoreProgress,
+) {
+    match progress {
+        till_engine::RestoreProgress::Planned {
+            segments, last_seq, ..
+        } => {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{verb} {{bar:30}} {{pos}}/{{len}} segments, seq {{msg}} ({{elapsed}})"
+                ))
+                .expect("a valid template"),
+            );
+            bar.set_length(*segments);
+            bar.set_message(format!("0 of {last_seq}"));
+        }
+        till_engine::RestoreProgress::Segment { done, seq, .. } => {
+            bar.set_position(*done);
+            bar.set_message(seq.to_string());
+        }
+        _ => {}
+    }
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -7,7 +7,7 @@ use till_log::{ApplyError, DeviceId, Event, Hash, Log, ReadError, Writer};
 
 use super::head::{LeaseHeader, LeaseState, Manifest};
 use super::remote::{Remote, RemoteError};
-use super::restore::fetch_in_order;
+use super::restore::{Progress, fetch_in_order};
 use crate::Error as VssError;
 
 /// Local record holding the next segment ordinal this device has not applied
@@ -176,17 +176,31 @@ impl Replica {
     /// Pulls and applies every remote event the local log lacks (R5). A
     /// follower calls this to stay current; acquire calls it first.
     pub async fn sync(&self) -> Result<SyncReport, ReplicaError> {
+        self.sync_with_progress(&mut |_| {}).await
+    }
+
+    /// [`Replica::sync`], telling `progress` its plan (the segments to pull), the snapshot it
+    /// starts from if any, and each segment applied, as a restore does.
+    pub async fn sync_with_progress(
+        &self,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<SyncReport, ReplicaError> {
         match self.remote.head().await? {
             None => Ok(SyncReport {
                 seq: self.log.head()?.seq,
                 ..SyncReport::default()
             }),
-            Some((m, version)) => self.sync_to(&m, version).await,
+            Some((m, version)) => self.sync_to(&m, version, progress).await,
         }
     }
 
     /// Brings the local log to the manifest's head.
-    async fn sync_to(&self, m: &Manifest, version: i64) -> Result<SyncReport, ReplicaError> {
+    async fn sync_to(
+        &self,
+        m: &Manifest,
+        version: i64,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<SyncReport, ReplicaError> {
         if m.writes as i64 != version {
             return Err(ReplicaError::HeadRolledBack {
                 recorded: m.writes,
@@ -230,13 +244,26 @@ impl Replica {
             && let Some(snapshot) = m.snapshots.last()
             && (m.first_segment > 0 || snapshot.seq > 0)
         {
+            progress(Progress::Planned {
+                segments: m.segments.saturating_sub(snapshot.next_segment),
+                snapshot: Some(snapshot.seq),
+                last_seq: m.last_seq,
+            });
             let state = self.remote.snapshot(snapshot).await?;
             self.log.install_snapshot(&state)?;
+            progress(Progress::SnapshotLoaded { seq: snapshot.seq });
             next = snapshot.next_segment;
             report.from_snapshot = true;
+        } else {
+            progress(Progress::Planned {
+                segments: m.segments.saturating_sub(next),
+                snapshot: None,
+                last_seq: m.last_seq,
+            });
         }
         let mut seq = self.log.head()?.seq;
         let ordinals: Vec<u64> = (next..m.segments).collect();
+        let total = ordinals.len() as u64;
         fetch_in_order(&self.remote, &ordinals, |o, events| {
             let fresh: Vec<Event> = events.into_iter().filter(|e| e.seq > seq).collect();
             if let Some(last) = fresh.last() {
@@ -246,6 +273,11 @@ impl Replica {
             }
             report.segments += 1;
             self.set_next_segment(o + 1)?;
+            progress(Progress::Segment {
+                done: report.segments,
+                total,
+                seq,
+            });
             Ok::<_, ReplicaError>(true)
         })
         .await?;
@@ -337,7 +369,7 @@ impl Replica {
                         // Our own lease, from before a restart: resume it,
                         // pulling first if this device's log is behind it.
                         if m.last_seq > self.log.head()?.seq {
-                            self.sync_to(&m, version).await?;
+                            self.sync_to(&m, version, &mut |_| {}).await?;
                         }
                         let lease = Lease {
                             manifest: m,
@@ -352,7 +384,7 @@ impl Replica {
                             epoch: m.epoch,
                         });
                     }
-                    self.sync_to(&m, version).await?;
+                    self.sync_to(&m, version, &mut |_| {}).await?;
                     let mut n = m.clone();
                     n.device = self.device;
                     n.epoch = m.epoch + 1;

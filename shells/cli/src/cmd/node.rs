@@ -249,7 +249,10 @@ fn read_replica(
     read: impl FnOnce(&Till) -> Result<Value, till_engine::Error>,
 ) -> Result<Value, Failure> {
     let (till, _) = device::open_till(config)?;
-    if let Err(e) = till.sync() {
+    let bar = crate::output::segments_bar("syncing");
+    let synced = till.sync_with_progress(|p| crate::output::show_segments(&bar, "syncing", &p));
+    bar.finish_and_clear();
+    if let Err(e) = synced {
         config.log(format_args!(
             "replica read without a sync ({e}); showing the last one"
         ));

@@ -8,7 +8,7 @@ use clap::Args;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{Value, json};
-use till_engine::{Keys, RestoreProgress, Till};
+use till_engine::{Keys, Till};
 use zeroize::Zeroizing;
 
 use super::device::{self, engine_failure};
@@ -380,39 +380,20 @@ pub fn restore(config: &Config, out: &Output, args: RestoreArgs) -> Result<(), F
     let existing = till_log::Log::open(config.log_path())
         .map(|log| log.head().map(|h| h.seq).unwrap_or(0))
         .unwrap_or(0);
-    // A spinner while the backup's head is read; a bar once the segments are known.
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} restoring: {msg} ({elapsed})")
-            .expect("a valid template"),
-    );
-    bar.set_message("reading the backup's head");
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let bar = crate::output::segments_bar("restoring");
     let (till, continued) = if existing > 0 {
         // An earlier restore was interrupted: pull the rest like a follower does.
         bar.set_message(format!("continuing from seq {existing}"));
         let till = Till::open(config.log_path(), keys, till_config).map_err(engine_failure)?;
-        till.sync().map_err(engine_failure)?;
+        till.sync_with_progress(|p| crate::output::show_segments(&bar, "restoring", &p))
+            .map_err(|e| {
+                bar.abandon();
+                engine_failure(e)
+            })?;
         (till, true)
     } else {
-        let till = Till::restore(config.log_path(), keys, till_config, |p| match p {
-            RestoreProgress::Planned {
-                segments, last_seq, ..
-            } => {
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "restoring {bar:30} {pos}/{len} segments, seq {msg} ({elapsed})",
-                    )
-                    .expect("a valid template"),
-                );
-                bar.set_length(segments);
-                bar.set_message(format!("0 of {last_seq}"));
-            }
-            RestoreProgress::Segment { done, seq, .. } => {
-                bar.set_position(done);
-                bar.set_message(seq.to_string());
-            }
-            _ => {}
+        let till = Till::restore(config.log_path(), keys, till_config, |p| {
+            crate::output::show_segments(&bar, "restoring", &p)
         })
         .map_err(|e| {
             bar.abandon();
