@@ -939,6 +939,145 @@ async fn execute(shared: &Arc<Shared>, command: Value) -> Result<Value, String> 
 mod tests {
     use super::*;
 
+    /// A client's shared state, connected to a queue the test reads, with no node.
+    fn test_shared() -> (Arc<Shared>, mpsc::UnboundedReceiver<String>) {
+        let (status, _) = watch::channel(HubStatus::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = HubConfig::new("http://h:1", "token", "shop", DeviceId([1; 16]), None);
+        let shared = Arc::new(Shared {
+            config,
+            status,
+            conn: Mutex::new(Some(tx)),
+            outbox: Mutex::new(BTreeMap::new()),
+            unsent: Mutex::new(Vec::new()),
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        });
+        (shared, rx)
+    }
+
+    /// What a hostile or broken server could send: arbitrary text, and JSON objects of every
+    /// message type with fields of the right and the wrong kinds.
+    fn server_frame() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let any_value = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::from),
+            Just(json!({"kind": "balances"})),
+            Just(json!({"kind": "pay", "bolt11": 7})),
+            Just(json!([1, "x", null])),
+        ];
+        let structured = (
+            prop_oneof![
+                Just(json!(1)),
+                Just(json!(2)),
+                Just(json!("1")),
+                Just(Value::Null)
+            ],
+            prop_oneof![
+                Just("master"),
+                Just("ack"),
+                Just("result"),
+                Just("command"),
+                Just("welcome"),
+                Just("error"),
+                Just("invoice_update"),
+                Just("nonsense"),
+            ],
+            prop_oneof![
+                Just(json!("a")),
+                Just(json!("b")),
+                Just(json!("")),
+                any_value.clone()
+            ],
+            any_value.clone(),
+            any_value.clone(),
+            any_value,
+        )
+            .prop_map(|(v, kind, id, a, b, c)| {
+                json!({
+                    "v": v, "type": kind, "id": id, "ok": a, "value": b, "error": c,
+                    "command": b, "device": c, "epoch": a, "heartbeat_secs": a,
+                })
+                .to_string()
+            });
+        prop_oneof![any::<String>(), structured]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The device's decoding of server messages: nothing panics; only protocol version 1
+        /// changes anything; a result reaches only the waiter of its id, once; every command is
+        /// answered (here with an error: no node); the master is what the last master message said.
+        #[test]
+        fn any_server_frames_are_handled_without_harm(
+            frames in proptest::collection::vec(server_frame(), 1..24),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (shared, mut sent) = test_shared();
+                let (a_tx, mut a_rx) = oneshot::channel();
+                shared.waiting.lock().unwrap().insert("a".to_owned(), a_tx);
+                let mut commands = std::collections::BTreeSet::new();
+                let mut command_frames = 0;
+                let mut expect_a = None;
+                let mut master = None;
+                for text in &frames {
+                    let _ = heartbeat_of(&serde_json::from_str(text).unwrap_or(Value::Null));
+                    handle(&shared, text);
+                    let Ok(value) = serde_json::from_str::<Value>(text) else { continue };
+                    if value.get("v").and_then(Value::as_u64) != Some(HUB_PROTOCOL_VERSION) {
+                        continue;
+                    }
+                    let id = value.get("id").and_then(Value::as_str);
+                    match value.get("type").and_then(Value::as_str) {
+                        Some("command") => {
+                            if let Some(id) = id {
+                                commands.insert(id.to_owned());
+                                command_frames += 1;
+                            }
+                        }
+                        Some("result") if id == Some("a") && expect_a.is_none() => {
+                            expect_a = Some(value.get("ok").and_then(Value::as_bool) == Some(true));
+                        }
+                        Some("master") => master = Some(master_of(Some(&value))),
+                        _ => {}
+                    }
+                }
+                // The spawned command tasks answer.
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let answered: std::collections::BTreeSet<String> =
+                    shared.outbox.lock().unwrap().values().map(|(id, _)| id.clone()).collect();
+                assert_eq!(answered, commands);
+                for (_, text) in shared.outbox.lock().unwrap().values() {
+                    let answer: Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(answer["type"], "result");
+                    assert_eq!(answer["ok"], false, "no node runs here: {answer}");
+                }
+                let mut queued = 0;
+                while sent.try_recv().is_ok() {
+                    queued += 1;
+                }
+                assert_eq!(queued, command_frames);
+                match expect_a {
+                    Some(ok) => assert_eq!(a_rx.try_recv().unwrap().is_ok(), ok),
+                    None => assert!(a_rx.try_recv().is_err()),
+                }
+                assert!(shared.waiting.lock().unwrap().contains_key("a") == expect_a.is_none());
+                if let Some(master) = master {
+                    assert_eq!(shared.status.borrow().master, master);
+                }
+            });
+        }
+    }
+
     #[test]
     fn a_welcome_s_heartbeat_is_kept_within_bounds() {
         let of = |v: Value| heartbeat_of(&json!({ "heartbeat_secs": v }));

@@ -36,7 +36,7 @@ pub mod replica;
 mod retry;
 
 pub use auth::{AuthError, AuthProvider, BearerToken, FixedHeaders};
-pub use client::{BuildError, ClientConfig, VssClient};
+pub use client::{BuildError, ClientConfig, MAX_LISTED_KEYS, MAX_LISTING_PAGES, VssClient};
 pub use error::{Error, Operation};
 pub use proto::{
     DeleteObjectRequest, ErrorCode, GetObjectRequest, KeyValue, ListKeyVersionsRequest,
