@@ -106,7 +106,7 @@ struct Summary {
 
 fn say(out: &Output, step: &str) {
     if !out.json() {
-        println!("==> {step}");
+        crate::output::outln!("==> {step}");
     }
 }
 
@@ -134,9 +134,11 @@ pub fn run(out: &Output, args: DemoArgs) -> Result<(), Failure> {
     out.emit(&summary, || text(&summary));
     if !args.no_wait {
         if !out.json() {
-            println!(
+            crate::output::outln!(
                 "The till keeps running on device B: POS page {} , server {} , devnet {} . Press Ctrl-C to stop.",
-                summary.pos.url, summary.server_url, summary.devnet_url
+                summary.pos.url,
+                summary.server_url,
+                summary.devnet_url
             );
         }
         runtime.block_on(async {

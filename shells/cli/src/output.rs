@@ -2,6 +2,15 @@
 
 use serde::Serialize;
 
+/// `println!` that does not panic: a reader that went away ends the program quietly with
+/// [`BROKEN_PIPE_EXIT`]; any other write error is reported and ends it with status 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// Where results go: text lines or JSON values on stdout.
 pub struct Output {
     json: bool,
@@ -20,14 +29,35 @@ impl Output {
     /// Prints `value` as one line of JSON (with `--json`) or `text` otherwise.
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(value).expect("output serializes")
             );
         } else {
-            println!("{}", text());
+            outln!("{}", text());
         }
     }
+}
+
+/// The exit status when stdout's reader went away (`till log tail | head`): what a Unix tool
+/// killed by SIGPIPE reports (128 + 13).
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Writes one line to stdout (see [`outln!`]).
+pub fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        stdout_failed(e);
+    }
+}
+
+/// Ends the program after a failed write to stdout (see [`outln!`]).
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+    eprintln!("till: writing to stdout: {e}");
+    std::process::exit(1);
 }
 
 /// A spinner with `message` on a terminal's stderr, for work that takes seconds; it draws

@@ -308,3 +308,31 @@ fn audit_export_is_json_lines_with_the_chain_and_summaries() {
     let o = till(dir.path(), &["audit", "export", "--to", "99"]);
     assert_eq!(o.status.code(), Some(3));
 }
+
+/// Output into a pipe whose reader is gone (`till log tail | head`) ends `till` quietly with
+/// status 141, as a Unix tool killed by SIGPIPE, not with a panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = sample();
+    for args in [
+        &["diff", "0", "10"][..],
+        &["log", "tail", "-n", "10"],
+        &["audit", "export"],
+        &["--json", "status"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_till"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

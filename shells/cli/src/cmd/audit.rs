@@ -62,11 +62,13 @@ pub fn run(config: &Config, command: AuditCommand) -> Result<(), Failure> {
                 chain_ok,
             })
             .expect("event serializes");
-            writeln!(out, "{line}")
-                .map_err(|e| Failure::Failed(anyhow::Error::new(e).context("writing stdout")))?;
+            if let Err(e) = writeln!(out, "{line}") {
+                crate::output::stdout_failed(e);
+            }
         }
     }
-    out.flush()
-        .map_err(|e| Failure::Failed(anyhow::Error::new(e).context("writing stdout")))?;
+    if let Err(e) = out.flush() {
+        crate::output::stdout_failed(e);
+    }
     Ok(())
 }

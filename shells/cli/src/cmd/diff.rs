@@ -59,7 +59,7 @@ pub fn run(config: &Config, out: &Output, args: DiffArgs) -> Result<(), Failure>
             String::new,
         );
     } else {
-        println!(
+        crate::output::outln!(
             "{} keys changed between seq {} and seq {}",
             changes.len(),
             args.a,
@@ -71,7 +71,7 @@ pub fn run(config: &Config, out: &Output, args: DiffArgs) -> Result<(), Failure>
                 "removed" => '-',
                 _ => '~',
             };
-            println!(
+            crate::output::outln!(
                 "{mark} {}/{}/{}  {} -> v{}",
                 c.namespace,
                 c.sub_namespace,

@@ -48,7 +48,7 @@ pub fn run(config: &Config, out: &Output, command: LogCommand) -> Result<(), Fai
                 out.emit(&view, || view.line());
             }
             if events.is_empty() && !out.json() {
-                println!("the log is empty");
+                crate::output::outln!("the log is empty");
             }
             Ok(())
         }

@@ -299,10 +299,10 @@ pub fn payments(config: &Config, out: &Output, args: ReadArgs) -> Result<(), Fai
             out.emit(p, String::new);
         }
     } else if list.is_empty() {
-        println!("no payments yet");
+        crate::output::outln!("no payments yet");
     } else {
         for p in &list {
-            println!(
+            crate::output::outln!(
                 "{}  {:<8}  {:<9}  {:>12} msat  fee {} msat",
                 str_field(p, "payment_id"),
                 str_field(p, "direction"),
@@ -325,10 +325,10 @@ pub fn channels(config: &Config, out: &Output, command: ChannelsCommand) -> Resu
                     out.emit(c, String::new);
                 }
             } else if list.is_empty() {
-                println!("no channels");
+                crate::output::outln!("no channels");
             } else {
                 for c in &list {
-                    println!(
+                    crate::output::outln!(
                         "{}  peer {}  {} sat  out {} msat  in {} msat  {}",
                         str_field(c, "user_channel_id"),
                         str_field(c, "counterparty"),

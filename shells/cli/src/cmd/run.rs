@@ -328,9 +328,9 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
     let say = |line: String| {
         daemon.config.log(&line);
         if !out.json() {
-            println!("{line}");
+            crate::output::outln!("{line}");
         } else {
-            println!("{}", json!({ "event": line }));
+            crate::output::outln!("{}", json!({ "event": line }));
         }
     };
     say(format!(
