@@ -763,7 +763,7 @@ impl Log {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
         match events.get(seq).map_err(StorageError::from)? {
-            Some(r) => Ok(Some(decode_at(seq, record_at(seq, r.value())?)?)),
+            Some(r) => Ok(Some(decode_stored(seq, r.value())?)),
             None => Ok(None),
         }
     }
@@ -782,7 +782,7 @@ impl Log {
             }
             let (seq, stored) = item.map_err(StorageError::from)?;
             let seq = seq.value();
-            out.push(decode_at(seq, record_at(seq, stored.value())?)?);
+            out.push(decode_stored(seq, stored.value())?);
         }
         Ok(out)
     }
@@ -951,7 +951,7 @@ impl Log {
                     seq: mid,
                     reason: "missing".into(),
                 })?;
-            if decode_at(mid, record_at(mid, stored.value())?)?.at_ms <= at_ms {
+            if decode_stored(mid, stored.value())?.at_ms <= at_ms {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -1140,6 +1140,14 @@ fn record_at(seq: u64, stored: &[u8]) -> Result<&[u8], ReadError> {
         .map_err(|reason| ReadError::Corrupt { seq, reason })
 }
 
+/// The event stored at `seq`.
+fn decode_stored(seq: u64, stored: &[u8]) -> Result<Event, ReadError> {
+    decode_at(seq, record_at(seq, stored)?)
+}
+
+/// How many events [`upgrade_from_v1`] rewrites per read of the `events` table.
+const UPGRADE_CHUNK: usize = 1024;
+
 /// Upgrades a format 1 file in the caller's transaction: each stored event
 /// gets its key's link, from a fold over the events (starting from the
 /// snapshot base's entries), and the `history` index is dropped.
@@ -1155,24 +1163,35 @@ fn upgrade_from_v1(txn: &redb::WriteTransaction) -> Result<(), String> {
         }
     }
     let mut events = txn.open_table(EVENTS).map_err(|e| e.to_string())?;
-    let mut upgraded = Vec::new();
-    for item in events.iter().map_err(|e| e.to_string())? {
-        let (seq, record) = item.map_err(|e| e.to_string())?;
-        let seq = seq.value();
-        let event = Event::decode(record.value())
-            .map_err(|e| format!("upgrading the log file: event {seq} does not decode: {e}"))?;
-        let k = event.key;
-        let previous = last
-            .insert((k.namespace, k.sub_namespace, k.key), seq)
-            .unwrap_or(0);
-        let mut stored = record.value().to_vec();
-        stored.extend_from_slice(&previous.to_le_bytes());
-        upgraded.push((seq, stored));
-    }
-    for (seq, stored) in upgraded {
-        events
-            .insert(seq, stored.as_slice())
-            .map_err(|e| e.to_string())?;
+    // A chunk of records at a time (a table cannot be written while it is read), so a long log
+    // with large channel monitors is never held in memory whole.
+    let mut from = 0;
+    loop {
+        let chunk = events
+            .range(from..)
+            .map_err(|e| e.to_string())?
+            .take(UPGRADE_CHUNK)
+            .map(|item| {
+                let (seq, record) = item.map_err(|e| e.to_string())?;
+                Ok((seq.value(), record.value().to_vec()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let Some(&(last_seq, _)) = chunk.last() else {
+            break;
+        };
+        for (seq, mut stored) in chunk {
+            let event = Event::decode(&stored)
+                .map_err(|e| format!("upgrading the log file: event {seq} does not decode: {e}"))?;
+            let k = event.key;
+            let previous = last
+                .insert((k.namespace, k.sub_namespace, k.key), seq)
+                .unwrap_or(0);
+            stored.extend_from_slice(&previous.to_le_bytes());
+            events
+                .insert(seq, stored.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        from = last_seq + 1;
     }
     txn.delete_table(HISTORY_V1).map_err(|e| e.to_string())?;
     Ok(())

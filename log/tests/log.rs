@@ -543,6 +543,18 @@ fn a_format_1_log_is_upgraded_on_open() {
                 log.put(k, vec![i]).unwrap();
             }
         }
+        // More events than the upgrade rewrites per chunk (1024).
+        for batch in 0..5u32 {
+            let writes = (0..500u32)
+                .map(|i| {
+                    till_log::Write::put(
+                        key(keys[(i % 3) as usize]),
+                        (batch * 500 + i).to_le_bytes().to_vec(),
+                    )
+                })
+                .collect();
+            log.append(writes).unwrap();
+        }
         let histories: Vec<_> = keys.iter().map(|k| log.history(&key(k)).unwrap()).collect();
         (histories, log.head().unwrap())
     };
