@@ -205,12 +205,12 @@ fn read_file_config(data_dir: &Path) -> anyhow::Result<FileConfig> {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
 /// Writes `text` to `path` readable by this user only (mode 0600), replacing it whole.
 pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     write_atomically(path, text.as_bytes(), 0o600)
 }
 
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
