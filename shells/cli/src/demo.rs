@@ -534,16 +534,7 @@ impl Demo {
         if summary.handoff.ok {
             let node_b = b.node()?;
             // Same node id, new address: the customer reconnects to it.
-            self.customer
-                .node
-                .connect(merchant_id, listen_b.clone(), true)
-                .map_err(|e| anyhow!("the customer reconnecting to device B: {e:?}"))?;
-            wait_until("the channel to be usable on device B", || {
-                node_b
-                    .channels()
-                    .iter()
-                    .any(|c| c.counterparty_node_id == self.customer.node.node_id() && c.is_usable)
-            })?;
+            self.reconnect_customer(&node_b, listen_b.clone())?;
             say(out, "device B takes two more payments");
             self.pay(&node_b, 2, &mut summary)?;
         }
@@ -610,20 +601,7 @@ impl Demo {
             ))
         };
         // B's node started again when it took the till back: the customer reconnects to it.
-        let node_b = b.node()?;
-        self.customer
-            .node
-            .connect(merchant_id, listen_b, true)
-            .map_err(|e| anyhow!("the customer reconnecting to device B: {e:?}"))?;
-        wait_until(
-            "the customer's channel to be usable on device B again",
-            || {
-                node_b
-                    .channels()
-                    .iter()
-                    .any(|c| c.counterparty_node_id == self.customer.node.node_id() && c.is_usable)
-            },
-        )?;
+        self.reconnect_customer(&*b.node()?, listen_b)?;
         summary.pos.url = format!("{}/pos/{STORE}", self.server_url);
         let link_file = workdir.join("pos-link.txt");
         summary.pos.link_file = link_file.display().to_string();
@@ -643,6 +621,24 @@ impl Demo {
             summary.backup.uploads += s.uploads;
         }
         Ok((summary, Some((b, hub))))
+    }
+
+    /// The customer connects to the till's node on the device listening at `listen` (the same
+    /// node id as before, another address) and waits until their channel is usable there.
+    fn reconnect_customer(&self, merchant: &Node, listen: SocketAddress) -> anyhow::Result<()> {
+        self.customer
+            .node
+            .connect(merchant.info().node_id, listen, true)
+            .map_err(|e| anyhow!("the customer reconnecting to the till: {e:?}"))?;
+        wait_until(
+            "the customer's channel to be usable on the till's device",
+            || {
+                merchant
+                    .channels()
+                    .iter()
+                    .any(|c| c.counterparty_node_id == self.customer.node.node_id() && c.is_usable)
+            },
+        )
     }
 
     /// What the POS page does, over HTTP with the cashier's token: creates an invoice (the server

@@ -143,6 +143,15 @@ pub fn open_till(config: &Config) -> Result<(Till, Pairing), Failure> {
     Ok((till, pairing))
 }
 
+/// Pulls what the backup has beyond this device's log ([`Till::sync`]), with a bar of the
+/// segments on a terminal.
+pub fn sync_showing_progress(till: &Till) -> Result<till_engine::SyncReport, Error> {
+    let bar = crate::output::segments_bar("syncing");
+    let synced = till.sync_with_progress(|p| crate::output::show_segments(&bar, "syncing", &p));
+    bar.finish_and_clear();
+    synced
+}
+
 /// This device's id, from its log (the log must exist and not be held by a daemon).
 pub fn device_id(config: &Config) -> Result<DeviceId, Failure> {
     let log = super::open_log(config)?;

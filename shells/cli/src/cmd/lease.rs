@@ -99,10 +99,7 @@ pub fn takeover(config: &Config, out: &Output, args: TakeoverArgs) -> Result<(),
         return Ok(());
     }
     let (till, _) = device::open_till(config)?;
-    let bar = crate::output::segments_bar("syncing");
-    let synced = till.sync_with_progress(|p| crate::output::show_segments(&bar, "syncing", &p));
-    bar.finish_and_clear();
-    synced.map_err(engine_failure)?;
+    device::sync_showing_progress(&till).map_err(engine_failure)?;
     till.takeover(TakeoverConfirmed::confirmed_by_user())
         .map_err(engine_failure)?;
     let epoch = match till.role() {

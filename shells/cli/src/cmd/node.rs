@@ -249,10 +249,7 @@ fn read_replica(
     read: impl FnOnce(&Till) -> Result<Value, till_engine::Error>,
 ) -> Result<Value, Failure> {
     let (till, _) = device::open_till(config)?;
-    let bar = crate::output::segments_bar("syncing");
-    let synced = till.sync_with_progress(|p| crate::output::show_segments(&bar, "syncing", &p));
-    bar.finish_and_clear();
-    if let Err(e) = synced {
+    if let Err(e) = device::sync_showing_progress(&till) {
         config.log(format_args!(
             "replica read without a sync ({e}); showing the last one"
         ));
