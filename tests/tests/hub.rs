@@ -113,6 +113,24 @@ impl Setup {
         ));
     }
 
+    /// Creates an invoice through the store API with `token`: the server answers 201 and it.
+    fn create_invoice(&self, token: &str, body: Value) -> Value {
+        self.runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!(
+                    "{}/api/v1/stores/{STORE}/invoices",
+                    self.server.url()
+                ))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+            response.json().await.unwrap()
+        })
+    }
+
     fn wait(&self, client: &HubClient, what: &str, done: impl FnMut(&HubStatus) -> bool) {
         if let Err(last) = self.runtime.block_on(client.wait_for(WAIT, done)) {
             panic!("timed out waiting for {what}; status: {last:?}");
@@ -189,17 +207,10 @@ fn a_followers_command_is_executed_on_the_master() {
     assert_eq!(recorder.ran.lock().unwrap()[0], HubCommand::Balances);
 
     // The store API goes the same way: an invoice created over HTTP is made by the master.
-    let created: Value = s.runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(format!("{}/api/v1/stores/{STORE}/invoices", s.server.url()))
-            .bearer_auth(&s.token)
-            .json(&json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 600 }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        response.json().await.unwrap()
-    });
+    let created = s.create_invoice(
+        &s.token,
+        json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 600 }),
+    );
     assert_eq!(created["bolt11"], "lnbcrt1500fake");
     assert_eq!(created["status"], "new");
     assert_eq!(
@@ -507,17 +518,10 @@ fn a_lost_paid_update_is_reported_again_and_wins_over_expiry() {
                 .unwrap()
         })
     };
-    let created: Value = s.runtime.block_on(async {
-        let response = http
-            .post(&invoices)
-            .bearer_auth(&s.cashier_token)
-            .json(&json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 1 }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        response.json().await.unwrap()
-    });
+    let created = s.create_invoice(
+        &s.cashier_token,
+        json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 1 }),
+    );
     assert_eq!(created["id"], "ab".repeat(32));
     // The node received it, but no update went out; the server expires the invoice.
     recorder
