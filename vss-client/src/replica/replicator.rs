@@ -431,9 +431,14 @@ impl Worker {
                 self.finish(ReplicatorState::Stopped);
                 return;
             }
-            match self.lingers() {
-                Ok(true) => self.linger().await,
-                Ok(false) => {}
+            match self.outbox() {
+                Ok(Outbox::Idle) => {
+                    // Checked again once woken: a notify that came after the check is kept.
+                    self.shared.wake.notified().await;
+                    continue;
+                }
+                Ok(Outbox::Lingers) => self.linger().await,
+                Ok(Outbox::Ship) => {}
                 Err(e) => {
                     self.finish(ReplicatorState::Failed(e));
                     return;
@@ -487,13 +492,20 @@ impl Worker {
         }
     }
 
-    /// Whether the outbox holds events no caller waits for yet, which may wait for more.
-    fn lingers(&self) -> Result<bool, String> {
-        if self.config.linger.is_zero() || self.urgent() {
-            return Ok(false);
+    /// What to do with the outbox now. Decided before the upload is built, so an event
+    /// committed in between is either lingered for or not seen yet, never shipped unasked.
+    fn outbox(&self) -> Result<Outbox, String> {
+        if self.urgent() {
+            return Ok(Outbox::Ship);
         }
         let head = self.log.head().map_err(|e| e.to_string())?.seq;
-        Ok(head > self.durable_seq())
+        Ok(if head <= self.durable_seq() {
+            Outbox::Idle
+        } else if self.config.linger.is_zero() {
+            Outbox::Ship
+        } else {
+            Outbox::Lingers
+        })
     }
 
     /// A caller waits for an event that is not durable yet, or the replicator is asked to
@@ -734,6 +746,16 @@ impl Worker {
         self.version += 1;
         Ok(())
     }
+}
+
+/// What the worker does with its outbox next.
+enum Outbox {
+    /// Nothing to ship and no one waiting: wait to be woken.
+    Idle,
+    /// Events no caller waits for yet: they may wait for more, up to the linger.
+    Lingers,
+    /// Ship now.
+    Ship,
 }
 
 /// Cuts pending events into segments by count and size.
