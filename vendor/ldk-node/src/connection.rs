@@ -78,11 +78,19 @@ where
 				Error::InvalidSocketAddress
 			})?;
 
-		let connection_future = lightning_net_tokio::connect_outbound(
-			Arc::clone(&self.peer_manager),
-			node_id,
-			socket_addr,
-		);
+		// Till patch: `lightning_net_tokio::connect_outbound`, with `no_delay` on the socket.
+		let peer_manager = Arc::clone(&self.peer_manager);
+		let connection_future = async move {
+			let connect = tokio::net::TcpStream::connect(socket_addr);
+			match tokio::time::timeout(Duration::from_secs(10), connect).await {
+				Ok(Ok(stream)) => {
+					let stream = stream.into_std().ok()?;
+					no_delay(&stream);
+					Some(lightning_net_tokio::setup_outbound(peer_manager, node_id, stream))
+				},
+				_ => None,
+			}
+		};
 
 		let res = match connection_future.await {
 			Some(connection_closed_future) => {
@@ -150,4 +158,12 @@ where
 			}
 		}
 	}
+}
+
+/// Till patch: turns Nagle's algorithm off on a peer socket. LDK writes each batch of messages as
+/// soon as it has them; with Nagle on, a small write made while an earlier one is unacknowledged
+/// (a `commitment_signed` after a `revoke_and_ack`) waits for the peer's delayed ACK, up to 40 ms
+/// on Linux, on every step of a payment's commitment dance.
+pub(crate) fn no_delay(stream: &std::net::TcpStream) {
+	let _ = stream.set_nodelay(true);
 }

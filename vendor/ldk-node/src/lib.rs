@@ -389,9 +389,12 @@ impl Node {
 								let tcp_stream = res.unwrap().0;
 								let peer_mgr = Arc::clone(&peer_mgr);
 								runtime.spawn_cancellable_background_task(async move {
+									let std_stream = tcp_stream.into_std().unwrap();
+									// Till patch: see `connection::no_delay`.
+									crate::connection::no_delay(&std_stream);
 									lightning_net_tokio::setup_inbound(
 										Arc::clone(&peer_mgr),
-										tcp_stream.into_std().unwrap(),
+										std_stream,
 										)
 										.await;
 								});
