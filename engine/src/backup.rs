@@ -121,7 +121,8 @@ pub struct ReplicatorBarrier {
 }
 
 impl ReplicatorBarrier {
-    /// A barrier over `handle`.
+    /// A barrier over `handle`, which must ship the log of the store the barrier is given to:
+    /// the store appends the writes that wait for it unsynced, and the replicator syncs them.
     pub fn new(handle: ReplicatorHandle) -> Self {
         Self {
             handle,
@@ -189,6 +190,11 @@ impl DurabilityBarrier for ReplicatorBarrier {
 
     fn state(&self) -> BackupState {
         backup_state(&self.handle.status().state)
+    }
+
+    /// The replicator syncs the log while it uploads: what it reports durable is on disk too.
+    fn syncs_log(&self) -> bool {
+        true
     }
 }
 

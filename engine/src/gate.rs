@@ -69,6 +69,12 @@ pub(crate) fn note_gated_write(key: &Key, seq: Option<u64>, put: bool) -> bool {
     })
 }
 
+/// Whether a write of `key` now, on this thread, is part of a gated monitor write (see
+/// [`note_gated_write`]).
+pub(crate) fn in_gated_write(key: &Key) -> bool {
+    is_monitor_key(key) && GATED.with(|gated| gated.borrow().is_some())
+}
+
 /// Whether the key is a channel monitor or a monitor update.
 pub(crate) fn is_monitor_key(key: &Key) -> bool {
     is_monitor(&key.namespace)

@@ -44,6 +44,14 @@ pub trait DurabilityBarrier: Send + Sync {
 
     /// How the backup is doing, for the node to report.
     fn state(&self) -> BackupState;
+
+    /// Whether a seq this barrier reports durable is also on the local log's disk (the
+    /// barrier syncs the store's log itself). Then the writes that wait for it are appended
+    /// unsynced ([`Log::append_unsynced`]): the sync happens while they travel to the
+    /// server, not before. `false` (the default) keeps every append synced.
+    fn syncs_log(&self) -> bool {
+        false
+    }
 }
 
 /// Why a durability wait cannot succeed.
@@ -307,7 +315,15 @@ impl LogStore {
             }
             None => (None, vec![write]),
         };
-        let outcome = self.log.append(writes).map_err(other)?;
+        // A write the barrier will release (waited for, or gated and completed by a waited
+        // manager) needs no sync of its own when the barrier syncs the log.
+        let released_by_barrier = manager.is_some() || waits || gate::in_gated_write(&key);
+        let outcome = if released_by_barrier && self.barrier.syncs_log() {
+            self.log.append_unsynced(writes)
+        } else {
+            self.log.append(writes)
+        }
+        .map_err(other)?;
         let appended = outcome.results[0].map(|appended| appended.seq);
         // A remove of an absent key writes no event; waiting for the head covers the earlier
         // event that removed it.

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -177,6 +178,8 @@ pub struct Log {
     options: LogOptions,
     writer: Mutex<Writer>,
     group: Group,
+    /// Every event up to this seq is on disk (see [`Log::append_unsynced`]).
+    synced: AtomicU64,
 }
 
 impl std::fmt::Debug for Log {
@@ -219,6 +222,8 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 struct Queue {
     next_id: u64,
     waiting: Vec<(u64, Vec<Write>)>,
+    /// A batch waiting in `waiting` must be on disk when its append returns.
+    waiting_durable: bool,
     leading: bool,
     /// A leader is waiting for appenders to queue (see [`Group`]).
     gathering: bool,
@@ -344,11 +349,18 @@ impl Log {
             txn.open_table(LOCAL).map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
+        let synced = {
+            let read = db.begin_read().map_err(StorageError::from)?;
+            let events = read.open_table(EVENTS).map_err(StorageError::from)?;
+            let meta = read.open_table(META).map_err(StorageError::from)?;
+            head_of(&events, &meta).map_err(corrupt_open)?.seq
+        };
         Ok(Self {
             db,
             writer: Mutex::new(options.writer),
             options,
             group: Group::default(),
+            synced: AtomicU64::new(synced),
         })
     }
 
@@ -366,6 +378,48 @@ impl Log {
     /// committed or none is. Returns once the commit is done (durable unless the
     /// log is [`Durability::Volatile`]). Concurrent callers share commits.
     pub fn append(&self, writes: Vec<Write>) -> Result<AppendOutcome, AppendError> {
+        self.append_as(writes, true)
+    }
+
+    /// Like [`Log::append`], but returns before the commit is on disk: it is
+    /// visible at once and reaches disk with the next durable commit (any
+    /// [`Log::append`], or [`Log::sync`]). A crash before that loses it, and
+    /// every batch appended after it, never half of a batch and never a batch
+    /// before a synced one: the log on disk is always a prefix of the log.
+    ///
+    /// For a caller that will not act on the batch before [`Log::synced_seq`]
+    /// covers it (Till's replicator syncs the log while it uploads, so a write
+    /// that waits for the server waits for the disk in the same time).
+    pub fn append_unsynced(&self, writes: Vec<Write>) -> Result<AppendOutcome, AppendError> {
+        self.append_as(writes, false)
+    }
+
+    /// Makes every committed event durable on disk, sharing a commit with
+    /// concurrent appends; at once if [`Log::synced_seq`] is already at the
+    /// head. Returns the synced seq. A [`Durability::Volatile`] log never syncs:
+    /// its commits reach disk only as that option says.
+    pub fn sync(&self) -> Result<u64, AppendError> {
+        if self.options.durability == Durability::Volatile {
+            return Ok(self.synced_seq());
+        }
+        let head = self
+            .head()
+            .map_err(|e| AppendError::Corrupt(e.to_string()))?
+            .seq;
+        if self.synced_seq() >= head {
+            return Ok(self.synced_seq());
+        }
+        self.append_as(Vec::new(), true)?;
+        Ok(self.synced_seq())
+    }
+
+    /// Every event up to this seq is on disk: committed by a durable commit, or
+    /// by an unsynced one that a durable commit followed.
+    pub fn synced_seq(&self) -> u64 {
+        self.synced.load(AtomicOrdering::SeqCst)
+    }
+
+    fn append_as(&self, writes: Vec<Write>, durable: bool) -> Result<AppendOutcome, AppendError> {
         if self.options.read_only {
             return Err(AppendError::ReadOnly);
         }
@@ -377,6 +431,7 @@ impl Log {
         let id = q.next_id;
         q.next_id += 1;
         q.waiting.push((id, writes));
+        q.waiting_durable |= durable;
         if q.gathering {
             group.arrived.notify_one();
         }
@@ -403,6 +458,7 @@ impl Log {
                     q.gathering = false;
                 }
                 let batches = std::mem::take(&mut q.waiting);
+                let durable = std::mem::take(&mut q.waiting_durable);
                 q.last_group = batches.len();
                 drop(q);
                 let mut guard = LeaderGuard {
@@ -410,7 +466,7 @@ impl Log {
                     ids: batches.iter().map(|(id, _)| *id).collect(),
                     finished: false,
                 };
-                let results = self.commit_group(&batches);
+                let results = self.commit_group(&batches, durable);
                 q = group.queue.lock().unwrap_or_else(|p| p.into_inner());
                 q.leading = false;
                 match results {
@@ -461,15 +517,19 @@ impl Log {
     fn commit_group(
         &self,
         batches: &[(u64, Vec<Write>)],
+        durable: bool,
     ) -> Result<Vec<AppendOutcome>, AppendError> {
         let writer = self.writer();
         let mut txn = self.db.begin_write().map_err(StorageError::from)?;
-        txn.set_durability(match self.options.durability {
-            Durability::Durable => redb::Durability::Immediate,
-            Durability::Volatile => redb::Durability::None,
+        let syncs = durable && self.options.durability == Durability::Durable;
+        txn.set_durability(if syncs {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
         })
         .map_err(|e| AppendError::Corrupt(e.to_string()))?;
         let mut outcomes = Vec::with_capacity(batches.len());
+        let committed_head;
         {
             let mut events = txn.open_table(EVENTS).map_err(StorageError::from)?;
             let mut state = txn.open_table(STATE).map_err(StorageError::from)?;
@@ -523,8 +583,13 @@ impl Log {
                     head_seq: head.seq,
                 });
             }
+            committed_head = head.seq;
         }
         txn.commit().map_err(StorageError::from)?;
+        if syncs {
+            self.synced
+                .fetch_max(committed_head, AtomicOrdering::SeqCst);
+        }
         Ok(outcomes)
     }
 
@@ -573,6 +638,7 @@ impl Log {
             head = h;
         }
         txn.commit().map_err(StorageError::from)?;
+        self.synced.fetch_max(head.seq, AtomicOrdering::SeqCst);
         Ok(head)
     }
 

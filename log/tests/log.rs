@@ -651,3 +651,38 @@ fn replay_reports_its_progress() {
     let step = till_log::REPLAY_PROGRESS_STEP;
     assert_eq!(calls, vec![(step, 9000), (2 * step, 9000), (9000, 9000)]);
 }
+
+#[test]
+fn unsynced_appends_are_visible_at_once_and_synced_by_the_next_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log.redb")).unwrap();
+    let key = |k: &str| Key::new("ns", "", k);
+    log.put(key("a"), b"1".to_vec()).unwrap();
+    assert_eq!(log.synced_seq(), 1);
+
+    // Unsynced: readable at once, not counted as on disk.
+    let outcome = log
+        .append_unsynced(vec![Write::put(key("b"), b"2".to_vec())])
+        .unwrap();
+    assert_eq!(outcome.head_seq, 2);
+    assert_eq!(log.get(&key("b")).unwrap().unwrap().value, b"2".to_vec());
+    assert_eq!(log.synced_seq(), 1);
+
+    // sync() makes it durable; a second sync has nothing to do.
+    assert_eq!(log.sync().unwrap(), 2);
+    let commits = log.commit_stats().commits;
+    assert_eq!(log.sync().unwrap(), 2);
+    assert_eq!(log.commit_stats().commits, commits, "nothing left to sync");
+
+    // A durable append syncs the unsynced ones before it.
+    log.append_unsynced(vec![Write::put(key("c"), b"3".to_vec())])
+        .unwrap();
+    log.put(key("d"), b"4".to_vec()).unwrap();
+    assert_eq!(log.synced_seq(), 4);
+    log.verify().unwrap();
+
+    // Reopened, the log counts what it holds as synced.
+    drop(log);
+    let log = Log::open(dir.path().join("log.redb")).unwrap();
+    assert_eq!(log.synced_seq(), 4);
+}

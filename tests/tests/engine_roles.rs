@@ -340,11 +340,14 @@ fn is_channel_state(key: &Key) -> bool {
         || (key.namespace.is_empty() && key.key == CHANNEL_MANAGER_PERSISTENCE_KEY)
 }
 
-/// What an instrumented master saw: each write that waited, and the server's head seq read
-/// independently at the moment the write was about to return to LDK.
+/// What an instrumented master saw: each write that waited, the server's head seq read
+/// independently at the moment the write was about to return to LDK, and the seq its log had
+/// synced to its own disk by then.
 #[derive(Default)]
 struct Checked {
-    passed: Vec<(BarrierPassed, u64)>,
+    passed: Vec<(BarrierPassed, u64, u64)>,
+    /// The master's log, once it is open.
+    log: Option<Arc<till_log::Log>>,
 }
 
 /// An observer that reads the server's head with its own client (on a thread and runtime of
@@ -370,11 +373,9 @@ fn server_checking_observer(
             Ok(Some((manifest, _))) => manifest.last_seq,
             _ => 0,
         };
-        checked
-            .lock()
-            .unwrap()
-            .passed
-            .push((passed.clone(), server_seq));
+        let mut checked = checked.lock().unwrap();
+        let synced = checked.log.as_ref().map_or(0, |log| log.synced_seq());
+        checked.passed.push((passed.clone(), server_seq, synced));
     }
 }
 
@@ -396,6 +397,9 @@ fn shop(env: &Env, observer: Option<Arc<Mutex<Checked>>>) -> Shop {
         }
         None => config,
     });
+    if let Some(checked) = &observer {
+        checked.lock().unwrap().log = Some(Arc::clone(merchant.till.log()));
+    }
     merchant
         .acquire()
         .expect("the first device acquires a new backup");
@@ -438,7 +442,7 @@ fn every_channel_state_write_is_on_the_server_before_ldk_sees_it() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (count, missing) = loop {
         let checked = checked.lock().unwrap();
-        for (passed, server_seq) in &checked.passed {
+        for (passed, server_seq, synced) in &checked.passed {
             assert!(
                 is_channel_state(&passed.key),
                 "{} waited but is not channel state",
@@ -450,8 +454,15 @@ fn every_channel_state_write_is_on_the_server_before_ldk_sees_it() {
                 passed.key,
                 passed.seq
             );
+            // Appended unsynced, it was synced to the device's disk while it was uploaded.
+            assert!(
+                *synced >= passed.seq,
+                "{} (seq {}) returned to LDK while the log was synced to seq {synced} only",
+                passed.key,
+                passed.seq
+            );
         }
-        let waited: HashSet<u64> = checked.passed.iter().map(|(p, _)| p.seq).collect();
+        let waited: HashSet<u64> = checked.passed.iter().map(|(p, _, _)| p.seq).collect();
         let head = log.head().unwrap().seq;
         let mut count = 0;
         let mut missing = Vec::new();
@@ -658,8 +669,8 @@ fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
         .unwrap()
         .passed
         .iter()
-        .filter(|(p, _)| p.seq > durable_before)
-        .map(|(p, _)| format!("{} at seq {}", p.key, p.seq))
+        .filter(|(p, _, _)| p.seq > durable_before)
+        .map(|(p, _, _)| format!("{} at seq {}", p.key, p.seq))
         .collect();
     assert!(
         acknowledged_after.is_empty(),

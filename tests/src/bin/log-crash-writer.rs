@@ -1,5 +1,6 @@
 //! Child process for the log crash test: appends from several threads until it
-//! is killed, printing `ack SEQ KEY VALUE` after each append returns.
+//! is killed, printing `ack SEQ KEY VALUE` after each append returns (for the
+//! thread that appends unsynced, after its sync returns).
 //!
 //! Usage: `log-crash-writer PATH ROUND`
 
@@ -38,7 +39,17 @@ fn main() {
                             format!("k{}", (i + 5) % 17),
                         )));
                     }
-                    let outcome = log.append(writes).expect("append");
+                    // Thread 3 appends unsynced and syncs before it acknowledges, as the
+                    // replicator does for channel state; its commits interleave with the
+                    // others' durable ones.
+                    let outcome = if t == 3 {
+                        let outcome = log.append_unsynced(writes).expect("append unsynced");
+                        let synced = log.sync().expect("sync");
+                        assert!(synced >= outcome.head_seq, "sync covers the append");
+                        outcome
+                    } else {
+                        log.append(writes).expect("append")
+                    };
                     let seq = outcome.results[0].expect("put appends").seq;
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ack {seq} {} {value}", key.key).unwrap();

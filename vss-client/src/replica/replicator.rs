@@ -2,6 +2,12 @@
 //! (R6), stops for good when fenced (R2), recognises its own lost uploads
 //! (R3), writes snapshots and applies retention (R8), and releases the lease.
 //!
+//! An event counts as durable once it is on the server and on this device's
+//! disk: the replicator syncs the log (`Log::sync`) while each upload travels,
+//! so a write that waits for durability may be appended unsynced
+//! (`Log::append_unsynced`) and still never be acknowledged before it is on
+//! disk here, in the time of the upload alone.
+//!
 //! It runs on a thread of its own with its own single-threaded runtime, so a
 //! caller blocking a worker thread of another runtime on
 //! [`ReplicatorHandle::wait_durable_blocking`] can never starve it.
@@ -267,7 +273,7 @@ impl ReplicatorHandle {
             .clone()
     }
 
-    /// Every event up to this seq is on the server.
+    /// Every event up to this seq is on the server and on this device's disk.
     pub fn durable_seq(&self) -> u64 {
         self.status().durable_seq
     }
@@ -277,7 +283,8 @@ impl ReplicatorHandle {
         check_status(&status, seq)
     }
 
-    /// Waits until `seq` is durable on the server (R6). Waits through
+    /// Waits until `seq` is durable on the server and on this device's disk
+    /// (R6). Waits through
     /// outages; fails only when the replicator is fenced or stopped.
     pub async fn wait_durable(&self, seq: u64) -> Result<(), DurableError> {
         self.want(seq);
@@ -465,7 +472,27 @@ impl Worker {
                     continue;
                 }
             };
-            match self.send(&upload).await {
+            // The upload's events reach this device's disk while they travel to the server
+            // (a write that waits for them may have been appended unsynced): a waiter hears
+            // they are durable only once both hold them.
+            let sync = (self.log.synced_seq() < upload.last_seq).then(|| {
+                let log = Arc::clone(&self.log);
+                tokio::task::spawn_blocking(move || log.sync())
+            });
+            let outcome = self.send(&upload).await;
+            if let Some(sync) = sync {
+                let synced = match sync.await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = synced {
+                    self.finish(ReplicatorState::Failed(format!(
+                        "cannot sync the log to disk: {e}"
+                    )));
+                    return;
+                }
+            }
+            match outcome {
                 Outcome::Landed => {
                     if let Err(e) = self.landed(upload) {
                         self.finish(ReplicatorState::Failed(e));
