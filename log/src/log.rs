@@ -343,18 +343,17 @@ impl Log {
                     )));
                 }
             }
-            txn.open_table(EVENTS).map_err(StorageError::from)?;
             txn.open_table(STATE).map_err(StorageError::from)?;
             txn.open_table(BASE).map_err(StorageError::from)?;
             txn.open_table(LOCAL).map_err(StorageError::from)?;
         }
-        txn.commit().map_err(StorageError::from)?;
+        // What an opened file holds is on disk: the head is the synced seq.
         let synced = {
-            let read = db.begin_read().map_err(StorageError::from)?;
-            let events = read.open_table(EVENTS).map_err(StorageError::from)?;
-            let meta = read.open_table(META).map_err(StorageError::from)?;
+            let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let meta = txn.open_table(META).map_err(StorageError::from)?;
             head_of(&events, &meta).map_err(corrupt_open)?.seq
         };
+        txn.commit().map_err(StorageError::from)?;
         Ok(Self {
             db,
             writer: Mutex::new(options.writer),
