@@ -201,6 +201,15 @@ fn customer_event<T>(
     }
 }
 
+/// Waits for the customer's next payment outcome: `true` for a success, `false` for a failure.
+fn payment_outcome(customer: &TestNode, what: &str) -> bool {
+    customer_event(customer, what, |event| match event {
+        Event::PaymentSuccessful { .. } => Some(true),
+        Event::PaymentFailed { .. } => Some(false),
+        _ => None,
+    })
+}
+
 fn can_send(channels: &[ldk_node::ChannelDetails], amount_msat: u64) -> bool {
     channels
         .iter()
@@ -688,16 +697,7 @@ fn a_second_master_is_refused_and_a_takeover_fences_the_first() {
     // had sent is settled or failed cleanly, and nothing is force-closed.
     let _ = customer.disconnect(a_node);
     reconnect(&customer, &b);
-    let outcome = sent.is_ok()
-        && customer_event(
-            &customer,
-            "the pending payment's outcome",
-            |event| match event {
-                Event::PaymentSuccessful { .. } => Some(true),
-                Event::PaymentFailed { .. } => Some(false),
-                _ => None,
-            },
-        );
+    let outcome = sent.is_ok() && payment_outcome(&customer, "the pending payment's outcome");
     eprintln!("the payment sent to the fenced device: succeeded = {outcome}");
     let expected = before + if outcome { SALE_SATS } else { 0 };
     wait_until("B's balance to settle", || b.lightning_sats() == expected);
@@ -1015,15 +1015,7 @@ fn a_killed_master_is_restored_on_a_new_device_from_the_mnemonic() {
     let _ = customer.disconnect(node_id);
     reconnect(&customer, &c);
     // The sale in flight when B died ends one way or the other; nothing acknowledged is lost.
-    let last = customer_event(
-        &customer,
-        "the in-flight sale's outcome",
-        |event| match event {
-            Event::PaymentSuccessful { .. } => Some(true),
-            Event::PaymentFailed { .. } => Some(false),
-            _ => None,
-        },
-    );
+    let last = payment_outcome(&customer, "the in-flight sale's outcome");
     // Only this stream's sales count (B may pass on an earlier sale's event again after the
     // handoff), and the last one may have been acknowledged before the kill too: count it once.
     let stream: HashSet<String> = sent.iter().map(|id| hex(&id.0)).collect();
