@@ -14,20 +14,28 @@
 //!    pending update it does *not* record was made after the manager was serialized; the first
 //!    such write's seq is stored with the manager, in the same commit, as the
 //!    [`MONITOR_CUT`] record ("the monitors that go with this manager are those before seq N").
-//! 3. Once the manager's event is durable on the server, the updates it records are completed.
-//!    So LDK acts on an update only when the server holds both the update and a manager that
-//!    knows it.
+//! 3. Once the manager's event is durable on the server, the updates it records are completed,
+//!    and the messages they held go to the peers at once. So LDK acts on an update only when the
+//!    server holds both the update and a manager that knows it.
 //! 4. Before a node is built from a log ([`align_monitors`]), the monitors are set back to the
 //!    state that goes with the log's last manager: later monitor writes were never completed,
 //!    so no peer has seen them, and the manager replays any in-flight update the monitors lack.
 //!
 //! Whole-monitor writes from chain sync, which LDK never waits for, are not gated: they wait for
 //! the durability barrier like any other channel state.
+//!
+//! LDK's background processor writes the manager after each change and waits for that write to
+//! be durable before it writes again, so an update that arrives meanwhile would wait for a whole
+//! upload before a manager recording it is even written. The gate does not wait: its flusher
+//! ([`Gate::start_flusher`]) writes a fresh manager as soon as an update is gated. Every manager
+//! write, the background processor's included, is serialized afresh under one lock and committed
+//! under it ([`Gate::order`]), so the log's last manager is always the newest serialization: one
+//! serialized earlier can never land after one that completed updates it does not know.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use ldk_node::lightning::chain::ChannelMonitorUpdateStatus;
 use ldk_node::lightning::ln::types::ChannelId;
@@ -42,7 +50,7 @@ use till_log::{Key, Log, Op, Write};
 
 use crate::error::Error;
 use crate::node::TILL_NAMESPACE;
-use crate::store::{BarrierPassed, Observer};
+use crate::store::{BarrierPassed, LogStore, Observer};
 
 /// The record written with a `ChannelManager` when monitor writes made after the manager was
 /// serialized were already in the log: `(till, ldk, monitor_cut)`, 8 bytes, big-endian, the last
@@ -98,6 +106,15 @@ pub(crate) fn is_manager(primary_namespace: &str, secondary_namespace: &str, key
         && key == CHANNEL_MANAGER_PERSISTENCE_KEY
 }
 
+/// The key LDK keeps the channel manager under.
+pub(crate) fn manager_key() -> Key {
+    Key::new(
+        CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+        CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
+        CHANNEL_MANAGER_PERSISTENCE_KEY,
+    )
+}
+
 fn cut_key() -> Key {
     Key::new(MONITOR_CUT.0, MONITOR_CUT.1, MONITOR_CUT.2)
 }
@@ -137,6 +154,31 @@ struct Pending {
 pub struct Gate {
     pending: Mutex<Vec<Pending>>,
     completer: OnceLock<Arc<dyn MonitorCompleter>>,
+    /// Held from serializing a manager to committing it: see [`Gate::order`].
+    order: Mutex<LastManager>,
+    /// Wakes the flusher ([`Gate::start_flusher`]).
+    flusher: OnceLock<tokio::sync::mpsc::UnboundedSender<()>>,
+}
+
+/// The last manager committed through the gate.
+#[derive(Default)]
+pub(crate) struct LastManager {
+    committed: Option<(Vec<u8>, u64)>,
+}
+
+impl LastManager {
+    /// The seq of the last committed manager if it is exactly `bytes`.
+    pub(crate) fn unchanged(&self, bytes: &[u8]) -> Option<u64> {
+        match &self.committed {
+            Some((last, seq)) if last.as_slice() == bytes => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// Remembers the manager just committed at `seq`.
+    pub(crate) fn committed(&mut self, bytes: Vec<u8>, seq: u64) {
+        self.committed = Some((bytes, seq));
+    }
 }
 
 impl fmt::Debug for Gate {
@@ -200,8 +242,63 @@ impl Gate {
         }
     }
 
+    /// Locks the order of manager writes. Whoever writes the manager holds it from serializing
+    /// the manager ([`Gate::encode_manager`]) to committing it, so managers are committed in the
+    /// order they were serialized. Never take it while holding `pending` or inside LDK:
+    /// serializing waits for every thread that is handling a message.
+    pub(crate) fn order(&self) -> MutexGuard<'_, LastManager> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node's channel manager serialized now, or `None` when there is no node (yet, or any
+    /// more). Call it holding [`Gate::order`].
+    pub(crate) fn encode_manager(&self) -> Option<Vec<u8>> {
+        self.completer.get()?.encode_manager()
+    }
+
+    /// Whether some pending monitor write is not yet recorded by a committed manager.
+    pub(crate) fn has_unrecorded(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.iter().any(|p| p.recorded_at.is_none())
+    }
+
+    /// Starts the flusher: a thread that, whenever a monitor write is gated, writes a fresh
+    /// manager through `store` (which records it) and completes what it records once it is
+    /// durable, without waiting for the background processor's next manager write. It ends
+    /// when the gate is dropped.
+    pub(crate) fn start_flusher(&self, store: Weak<LogStore>) -> Result<(), Error> {
+        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel();
+        if self.flusher.set(wake).is_err() {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Build(format!("cannot start the gate's flusher: {e}")))?;
+        std::thread::Builder::new()
+            .name("till-gate".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while woken.recv().await.is_some() {
+                        // One fresh manager records every write gated so far.
+                        while woken.try_recv().is_ok() {}
+                        let Some(store) = store.upgrade() else { break };
+                        // An error here is the log's: the background processor's own manager
+                        // write meets it too and reports it to LDK, so the flusher only skips.
+                        if let Ok(Some(durable)) = store.flush_manager() {
+                            tokio::spawn(durable);
+                        }
+                    }
+                });
+                // Dropping the runtime drops the waits still pending: the node is gone.
+            })
+            .map_err(|e| Error::Build(format!("cannot start the gate's flusher: {e}")))?;
+        Ok(())
+    }
+
     /// The manager event at `manager_seq` is durable: completes every pending write it (or an
-    /// earlier manager) records, telling `observer` about each of their events first.
+    /// earlier manager) records, telling `observer` about each of their events first, then
+    /// sends the messages they released.
     pub(crate) fn manager_durable(&self, manager_seq: u64, observer: Option<&Observer>) {
         let done: Vec<Pending> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,6 +311,7 @@ impl Gate {
         let Some(completer) = self.completer.get() else {
             return;
         };
+        let mut released = false;
         for write in done {
             if let Some(observer) = observer {
                 for (key, seq) in &write.writes {
@@ -225,6 +323,10 @@ impl Gate {
                 }
             }
             completer.complete(write.channel_id, write.update_id);
+            released = true;
+        }
+        if released {
+            completer.release();
         }
     }
 }
@@ -263,6 +365,10 @@ impl MonitorGate for Gate {
             writes,
             recorded_at: None,
         });
+        drop(pending);
+        if let Some(flusher) = self.flusher.get() {
+            let _ = flusher.send(());
+        }
         Ok(true)
     }
 
@@ -290,11 +396,7 @@ pub(crate) fn align_monitors(
     log: &Log,
     append: impl FnOnce(Vec<Write>) -> Result<u64, Error>,
 ) -> Result<Option<Alignment>, Error> {
-    let manager_key = Key::new(
-        CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-        CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
-        CHANNEL_MANAGER_PERSISTENCE_KEY,
-    );
+    let manager_key = manager_key();
     // The entry, not the history: only the last manager write's seq is needed.
     let Some(manager) = log.entry(&manager_key).map_err(read_failed)? else {
         return Ok(None);
@@ -558,6 +660,110 @@ mod tests {
             log.event(manager_seq + 1).unwrap().map(|e| e.key),
             Some(cut_key())
         );
+    }
+
+    /// A completer whose "channel manager" is whatever bytes the test puts in it.
+    #[derive(Default)]
+    struct Serializing {
+        manager: Mutex<Vec<u8>>,
+        completions: Completions,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MonitorCompleter for Serializing {
+        fn complete(&self, channel_id: ChannelId, update_id: u64) {
+            self.completions.complete(channel_id, update_id);
+        }
+
+        fn encode_manager(&self) -> Option<Vec<u8>> {
+            Some(self.manager.lock().unwrap().clone())
+        }
+
+        fn release(&self) {
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_flusher_writes_a_manager_recording_a_gated_write_without_waiting_for_ldk() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(&dir);
+        let gate = Arc::new(Gate::new());
+        let completer = Arc::new(Serializing::default());
+        gate.attach(completer.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let observed = Arc::clone(&seen);
+        let store = Arc::new(
+            LogStore::new(Arc::clone(&log), Arc::new(LocalOnly))
+                .with_gate(Arc::clone(&gate))
+                .with_observer(move |p| observed.lock().unwrap().push(p.clone())),
+        );
+        gate.start_flusher(Arc::downgrade(&store)).unwrap();
+
+        // The node's manager already holds the channel when its first monitor is persisted.
+        let mut manager_bytes = b"manager with ".to_vec();
+        manager_bytes.extend_from_slice(&[9; 32]);
+        *completer.manager.lock().unwrap() = manager_bytes.clone();
+        assert!(new_channel(&gate, &store, [9; 32], "nine"), "in progress");
+
+        // No manager write from LDK: the flusher writes one, and its durability completes the
+        // monitor write and releases the messages it held.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while completer.completions.0.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flusher never completed the gated write"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            *completer.completions.0.lock().unwrap(),
+            vec![(ChannelId([9; 32]), 0)]
+        );
+        assert_eq!(value(&log, &manager()), Some(manager_bytes.clone()));
+        // The observer heard of the flusher's manager, then of the monitor write it completed.
+        let manager_seq = log.history(&manager()).unwrap().last().unwrap().seq;
+        let observed: Vec<(Key, u64)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| (p.key.clone(), p.seq))
+            .collect();
+        assert_eq!(
+            observed,
+            vec![(manager(), manager_seq), (monitor("nine"), 1)]
+        );
+        assert!(completer.released.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        assert!(!gate.has_unrecorded());
+    }
+
+    #[test]
+    fn every_manager_write_is_serialized_afresh_and_an_unchanged_one_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(&dir);
+        let gate = Arc::new(Gate::new());
+        let completer = Arc::new(Serializing::default());
+        gate.attach(completer.clone());
+        let store =
+            LogStore::new(Arc::clone(&log), Arc::new(LocalOnly)).with_gate(Arc::clone(&gate));
+
+        // LDK hands over a manager it serialized earlier; the store writes the manager as it
+        // is now, so an older serialization never lands after a newer one.
+        *completer.manager.lock().unwrap() = b"the manager now".to_vec();
+        write_manager(&store, b"serialized before the flusher's".to_vec());
+        assert_eq!(value(&log, &manager()), Some(b"the manager now".to_vec()));
+        let head = log.head().unwrap().seq;
+
+        // Unchanged, with nothing new to record: nothing appended.
+        write_manager(&store, b"serialized before the flusher's".to_vec());
+        assert_eq!(log.head().unwrap().seq, head);
+
+        // Changed: written.
+        *completer.manager.lock().unwrap() = b"the manager later".to_vec();
+        write_manager(&store, b"whatever LDK had".to_vec());
+        assert_eq!(log.head().unwrap().seq, head + 1);
+        assert_eq!(value(&log, &manager()), Some(b"the manager later".to_vec()));
     }
 
     #[test]

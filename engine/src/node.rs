@@ -34,7 +34,7 @@ pub const PAYMENTS: &str = "payments";
 /// Format version of the records Till writes under [`TILL_NAMESPACE`] (their first byte).
 pub const RECORD_FORMAT_VERSION: u8 = 1;
 
-/// How often waits poll ldk-node's payment store.
+/// How often waits poll ldk-node's payment store when no event wakes them.
 const POLL: Duration = Duration::from_millis(20);
 /// Events kept for slow subscribers before they start missing some.
 const EVENT_BUFFER: usize = 1024;
@@ -193,6 +193,7 @@ pub struct Node {
     device: DeviceId,
     config: NodeConfig,
     events: broadcast::Sender<Event>,
+    handled: Arc<Handled>,
     event_loop: Mutex<Option<EventLoop>>,
     aligned: Option<Alignment>,
 }
@@ -203,6 +204,34 @@ impl std::fmt::Debug for Node {
             .field("node_id", &self.inner.node_id())
             .field("device", &self.device)
             .finish_non_exhaustive()
+    }
+}
+
+/// Counts the events the event loop has handled, so waits wake when one is.
+#[derive(Default)]
+struct Handled {
+    count: Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+impl Handled {
+    fn count(&self) -> u64 {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until more than `seen` events were handled, or `timeout`; returns the count.
+    fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, _) = self
+            .changed
+            .wait_timeout_while(count, timeout, |count| *count <= seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *count
     }
 }
 
@@ -276,14 +305,17 @@ impl Node {
                 .map(|outcome| outcome.head_seq)
                 .map_err(|e| Error::Build(format!("cannot set the channel monitors back: {e}")))
         })?;
-        let store = if store.policy() == WaitPolicy::Nothing {
-            store
+        let (store, gate) = if store.policy() == WaitPolicy::Nothing {
+            (store, None)
         } else {
             let gate = Arc::new(Gate::new());
             builder.set_monitor_gate(gate.clone());
-            store.with_gate(gate)
+            (store.with_gate(Arc::clone(&gate)), Some(gate))
         };
         let store = Arc::new(store);
+        if let Some(gate) = gate {
+            gate.start_flusher(Arc::downgrade(&store))?;
+        }
         let kv: Arc<DynStore> = store.clone();
         let inner = Arc::new(builder.build_with_store(kv)?);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -293,6 +325,7 @@ impl Node {
             device,
             config,
             events,
+            handled: Arc::default(),
             event_loop: Mutex::new(None),
             aligned,
         })
@@ -316,9 +349,10 @@ impl Node {
         let inner = Arc::clone(&self.inner);
         let store = Arc::clone(&self.store);
         let events = self.events.clone();
+        let handled = Arc::clone(&self.handled);
         let thread = std::thread::Builder::new()
             .name("till-events".to_owned())
-            .spawn(move || run_event_loop(inner, store, events, stopped))
+            .spawn(move || run_event_loop(inner, store, events, handled, stopped))
             .map_err(|e| Error::Build(format!("cannot start the event thread: {e}")))?;
         *event_loop = Some(EventLoop { stop, thread });
         Ok(())
@@ -562,9 +596,12 @@ impl Node {
     }
 
     /// Waits until the payment succeeded or failed and returns it; fails with
-    /// [`Error::Timeout`] if it is still pending after `timeout`.
+    /// [`Error::Timeout`] if it is still pending after `timeout`. Wakes as soon as the event
+    /// loop handles an event (ldk-node settles a payment before it hands out its event), and
+    /// checks every 20 ms besides.
     pub fn wait_payment(&self, id: &PaymentId, timeout: Duration) -> Result<PaymentDetails, Error> {
         let deadline = Instant::now() + timeout;
+        let mut seen = self.handled.count();
         loop {
             if let Some(payment) = self.inner.payment(id)
                 && payment.status != PaymentStatus::Pending
@@ -577,7 +614,8 @@ impl Node {
                     seconds: timeout.as_secs(),
                 });
             }
-            std::thread::sleep(POLL);
+            let left = deadline.saturating_duration_since(Instant::now());
+            seen = self.handled.wait_past(seen, POLL.min(left));
         }
     }
 
@@ -757,6 +795,7 @@ fn run_event_loop(
     node: Arc<ldk_node::Node>,
     store: Arc<LogStore>,
     events: broadcast::Sender<Event>,
+    handled: Arc<Handled>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -778,6 +817,7 @@ fn run_event_loop(
         record(&node, &store, &event)?;
         node.event_handled()?;
         let _ = events.send(event);
+        handled.bump();
     }
 }
 
@@ -862,6 +902,25 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_for_handled_events_wakes_when_one_is_handled_and_not_before() {
+        let handled = Arc::new(Handled::default());
+        // Nothing handled: the wait runs out and reports the same count.
+        assert_eq!(handled.wait_past(0, Duration::from_millis(30)), 0);
+        let bumper = Arc::clone(&handled);
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            bumper.bump();
+        });
+        // Woken by the event long before the 60 s timeout.
+        assert_eq!(handled.wait_past(0, Duration::from_secs(60)), 1);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        thread.join().unwrap();
+        // An event handled before the wait began wakes it at once.
+        assert_eq!(handled.wait_past(0, Duration::from_secs(60)), 1);
+    }
 
     #[test]
     fn records_carry_their_version_and_refuse_others() {

@@ -236,7 +236,9 @@ impl LogStore {
     }
 
     /// Calls `observer` for every write that waited for the barrier, after the barrier released
-    /// it and before it returns to LDK: tests use it to check each such seq is on the server.
+    /// it and before it returns to LDK (for a manager the gate writes itself, before the
+    /// monitor writes it records complete): tests use it to check each such seq is on the
+    /// server.
     pub fn with_observer(
         mut self,
         observer: impl Fn(&BarrierPassed) + Send + Sync + 'static,
@@ -297,6 +299,15 @@ impl LogStore {
     /// Commits one write to the log and tells the barrier. Returns what the caller must wait
     /// for before acknowledging, if anything.
     fn commit(&self, write: Write, lazy: bool) -> io::Result<Option<Wait>> {
+        // The manager, with a gate: always waited for, since its durability completes the
+        // monitor writes it records.
+        if let Some(gate) = self
+            .gate
+            .as_ref()
+            .filter(|_| gate::is_manager_key(&write.key))
+        {
+            return self.commit_manager(gate, Some(write));
+        }
         let removed = matches!(write.op, till_log::Op::Delete);
         let waits = !lazy
             && self.policy.waits_for(
@@ -305,44 +316,116 @@ impl LogStore {
                 &write.key.key,
             );
         let key = write.key.clone();
-        // The manager, with a gate: committed with the monitor cut when it needs one, and always
-        // waited for, since its durability completes the monitor writes it records.
-        let (manager, writes) = match self.gate.as_ref().filter(|_| gate::is_manager_key(&key)) {
-            Some(gate) => {
-                let mut prepared = gate.manager_write(write);
-                let writes = std::mem::take(&mut prepared.writes);
-                (Some((gate, prepared)), writes)
-            }
-            None => (None, vec![write]),
-        };
         // A write the barrier will release (waited for, or gated and completed by a waited
         // manager) needs no sync of its own when the barrier syncs the log.
-        let released_by_barrier = manager.is_some() || waits || gate::in_gated_write(&key);
-        let outcome = if released_by_barrier && self.barrier.syncs_log() {
-            self.log.append_unsynced(writes)
-        } else {
-            self.log.append(writes)
-        }
-        .map_err(other)?;
+        let released_by_barrier = waits || gate::in_gated_write(&key);
+        let outcome = self.append_ldk(vec![write], released_by_barrier)?;
         let appended = outcome.results[0].map(|appended| appended.seq);
         // A remove of an absent key writes no event; waiting for the head covers the earlier
         // event that removed it.
         let seq = appended.unwrap_or(outcome.head_seq);
-        let manager = manager.map(|(gate, prepared)| {
-            prepared.committed(seq);
-            Arc::clone(gate)
-        });
         self.barrier.notify(outcome.head_seq);
         let passed = BarrierPassed { key, seq, removed };
-        if manager.is_some() {
-            return Ok(Some(Wait { passed, manager }));
-        }
         if gate::note_gated_write(&passed.key, appended, !removed) || !waits {
             return Ok(None);
         }
         Ok(Some(Wait {
             passed,
             manager: None,
+        }))
+    }
+
+    /// Appends LDK's writes: unsynced when the barrier releases them and syncs the log itself.
+    fn append_ldk(
+        &self,
+        writes: Vec<Write>,
+        released_by_barrier: bool,
+    ) -> io::Result<till_log::AppendOutcome> {
+        if released_by_barrier && self.barrier.syncs_log() {
+            self.log.append_unsynced(writes)
+        } else {
+            self.log.append(writes)
+        }
+        .map_err(other)
+    }
+
+    /// Commits the channel manager through the gate, serialized afresh under the gate's order
+    /// lock (see [`Gate::order`]) when the node is there, else as `given`, with the monitor cut
+    /// when it needs one. An unchanged manager that would record nothing new is not written
+    /// again: the wait is for the one already committed. `None` when there is nothing to
+    /// write (no node and nothing given).
+    fn commit_manager(&self, gate: &Arc<Gate>, given: Option<Write>) -> io::Result<Option<Wait>> {
+        let mut order = gate.order();
+        let write = match (gate.encode_manager(), given) {
+            (Some(bytes), given) => {
+                let key = given.map_or_else(gate::manager_key, |given| given.key);
+                Write::put(key, bytes)
+            }
+            (None, Some(given)) => given,
+            (None, None) => return Ok(None),
+        };
+        let key = write.key.clone();
+        let removed = matches!(write.op, till_log::Op::Delete);
+        let bytes = match &write.op {
+            till_log::Op::Put(bytes) => Some(bytes.clone()),
+            till_log::Op::Delete => None,
+        };
+        let wait = |seq| Wait {
+            passed: BarrierPassed {
+                key: key.clone(),
+                seq,
+                removed,
+            },
+            manager: Some(Arc::clone(gate)),
+        };
+        if let Some(seq) = bytes.as_deref().and_then(|b| order.unchanged(b))
+            && !gate.has_unrecorded()
+        {
+            return Ok(Some(wait(seq)));
+        }
+        let mut prepared = gate.manager_write(write);
+        let writes = std::mem::take(&mut prepared.writes);
+        let outcome = self.append_ldk(writes, true)?;
+        let seq = outcome.results[0].map_or(outcome.head_seq, |appended| appended.seq);
+        prepared.committed(seq);
+        if let Some(bytes) = bytes {
+            order.committed(bytes, seq);
+        }
+        drop(order);
+        self.barrier.notify(outcome.head_seq);
+        Ok(Some(wait(seq)))
+    }
+
+    /// The gate's flusher: writes a fresh manager when some gated monitor write is not yet
+    /// recorded by one, and returns what completes the writes it records once it is durable.
+    /// The observer hears of the manager (it waited for the barrier like LDK's own manager
+    /// writes), then of the monitor writes it completes.
+    pub(crate) fn flush_manager(
+        &self,
+    ) -> io::Result<Option<impl Future<Output = ()> + Send + 'static>> {
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        if !gate.has_unrecorded() {
+            return Ok(None);
+        }
+        let Some(wait) = self.commit_manager(gate, None)? else {
+            return Ok(None);
+        };
+        let Wait { passed, .. } = wait;
+        let durable = self.barrier.wait_durable(passed.seq);
+        let observer = self.observer.clone();
+        let gate = Arc::downgrade(gate);
+        Ok(Some(async move {
+            // A failed wait (fenced, stopped) completes nothing: LDK keeps the messages.
+            if durable.await.is_ok()
+                && let Some(gate) = gate.upgrade()
+            {
+                if let Some(observer) = &observer {
+                    observer(&passed);
+                }
+                gate.manager_durable(passed.seq, observer.as_ref());
+            }
         }))
     }
 

@@ -1588,7 +1588,7 @@ fn build_with_store_internal(
 		})?;
 	}
 	// Till patch: the stored monitors are back in the ChainMonitor; new writes go through the gate.
-	gated_persister.arm(&chain_monitor);
+	gated_persister.arm(&chain_monitor, &channel_manager);
 
 	// Initialize the PeerManager
 	let onion_messenger: Arc<OnionMessenger> =
@@ -1744,6 +1744,9 @@ fn build_with_store_internal(
 		Arc::clone(&logger),
 		Arc::clone(&keys_manager),
 	));
+
+	// Till patch: the gate's completer sends released messages through the peer manager.
+	gated_persister.set_peer_manager(&peer_manager);
 
 	liquidity_source.as_ref().map(|l| l.set_peer_manager(Arc::clone(&peer_manager)));
 

@@ -10,10 +10,13 @@
 // (through the closure it is given) and says whether the write is complete. Writes it reports as
 // in progress are completed later through the `MonitorCompleter` it is attached to, which calls
 // `ChainMonitor::channel_monitor_updated`; LDK holds every message that depends on the write until
-// then. Without a gate, ldk-node behaves exactly as 0.7.1.
+// then. The completer also serializes the node's `ChannelManager` on demand (so a gate can have a
+// manager recording a write stored without waiting for the background processor's next turn) and
+// hands the messages completed writes released to the peers at once. Without a gate, ldk-node
+// behaves exactly as 0.7.1.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use lightning::chain::chainmonitor::Persist;
 use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
@@ -21,8 +24,9 @@ use lightning::chain::ChannelMonitorUpdateStatus;
 use lightning::ln::types::ChannelId;
 use lightning::sign::InMemorySigner;
 use lightning::util::persist::MonitorName;
+use lightning::util::ser::Writeable;
 
-use crate::types::{ChainMonitor, Persister};
+use crate::types::{ChainMonitor, ChannelManager, PeerManager, Persister};
 
 /// What LDK asked to persist.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +45,18 @@ pub trait MonitorCompleter: Send + Sync {
 	/// Tells LDK the write of `update_id` for `channel_id` is complete. Call it exactly once for
 	/// every write the gate answered `true` for.
 	fn complete(&self, channel_id: ChannelId, update_id: u64);
+
+	/// The node's `ChannelManager`, serialized as it is now, exactly as the background processor
+	/// serializes it for the store; `None` once the node is gone. It takes the manager's
+	/// consistency lock: never call it while holding a lock that a thread inside
+	/// [`MonitorGate::persist`] may be waiting for.
+	fn encode_manager(&self) -> Option<Vec<u8>> {
+		None
+	}
+
+	/// Hands the peer messages that completed writes released to the peers now
+	/// (`PeerManager::process_events`), rather than at the background processor's next turn.
+	fn release(&self) {}
 }
 
 /// Decides when LDK may treat a channel-monitor write as persisted.
@@ -65,18 +81,35 @@ pub(crate) struct GatedPersister {
 	// Off while the builder hands the stored monitors back to the `ChainMonitor` (those are
 	// already persisted); on once the node is built.
 	armed: AtomicBool,
+	completer: OnceLock<Arc<ChainMonitorCompleter>>,
 }
 
 impl GatedPersister {
 	pub(crate) fn new(inner: Arc<Persister>, gate: Option<Arc<dyn MonitorGate>>) -> Self {
-		Self { inner, gate, armed: AtomicBool::new(false) }
+		Self { inner, gate, armed: AtomicBool::new(false), completer: OnceLock::new() }
 	}
 
-	pub(crate) fn arm(&self, chain_monitor: &Arc<ChainMonitor>) {
+	pub(crate) fn arm(
+		&self, chain_monitor: &Arc<ChainMonitor>, channel_manager: &Arc<ChannelManager>,
+	) {
 		if let Some(gate) = &self.gate {
-			gate.attach(Arc::new(ChainMonitorCompleter(Arc::downgrade(chain_monitor))));
+			let completer = Arc::new(ChainMonitorCompleter {
+				chain_monitor: Arc::downgrade(chain_monitor),
+				channel_manager: Arc::downgrade(channel_manager),
+				peer_manager: OnceLock::new(),
+			});
+			let _ = self.completer.set(Arc::clone(&completer));
+			gate.attach(completer);
 		}
 		self.armed.store(true, Ordering::Release);
+	}
+
+	/// Lets the completer send released messages; the peer manager is built after the gate is
+	/// armed.
+	pub(crate) fn set_peer_manager(&self, peer_manager: &Arc<PeerManager>) {
+		if let Some(completer) = self.completer.get() {
+			let _ = completer.peer_manager.set(Arc::downgrade(peer_manager));
+		}
 	}
 
 	fn gated(
@@ -134,13 +167,28 @@ impl Persist<InMemorySigner> for GatedPersister {
 	}
 }
 
-struct ChainMonitorCompleter(Weak<ChainMonitor>);
+// Weak references: the gate (and so this) lives as long as the store, which outlives the node.
+struct ChainMonitorCompleter {
+	chain_monitor: Weak<ChainMonitor>,
+	channel_manager: Weak<ChannelManager>,
+	peer_manager: OnceLock<Weak<PeerManager>>,
+}
 
 impl MonitorCompleter for ChainMonitorCompleter {
 	fn complete(&self, channel_id: ChannelId, update_id: u64) {
-		if let Some(chain_monitor) = self.0.upgrade() {
+		if let Some(chain_monitor) = self.chain_monitor.upgrade() {
 			// An error means the channel's monitor is gone (archived): nothing waits for it.
 			let _ = chain_monitor.channel_monitor_updated(channel_id, update_id);
+		}
+	}
+
+	fn encode_manager(&self) -> Option<Vec<u8>> {
+		self.channel_manager.upgrade().map(|channel_manager| channel_manager.encode())
+	}
+
+	fn release(&self) {
+		if let Some(peer_manager) = self.peer_manager.get().and_then(Weak::upgrade) {
+			peer_manager.process_events();
 		}
 	}
 }
