@@ -311,7 +311,7 @@ impl Gate {
         let Some(completer) = self.completer.get() else {
             return;
         };
-        let mut released = false;
+        let released = !done.is_empty();
         for write in done {
             if let Some(observer) = observer {
                 for (key, seq) in &write.writes {
@@ -323,7 +323,6 @@ impl Gate {
                 }
             }
             completer.complete(write.channel_id, write.update_id);
-            released = true;
         }
         if released {
             completer.release();
@@ -491,14 +490,6 @@ mod tests {
         )
     }
 
-    fn manager() -> Key {
-        Key::new(
-            CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-            CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
-            CHANNEL_MANAGER_PERSISTENCE_KEY,
-        )
-    }
-
     fn align(log: &Log) -> Option<Alignment> {
         align_monitors(log, |writes| {
             log.append(writes)
@@ -518,7 +509,7 @@ mod tests {
         let log = log(&dir);
         log.put(monitor("ch"), b"monitor at 0".to_vec()).unwrap();
         log.put(update("ch", 1), b"update 1".to_vec()).unwrap();
-        log.put(manager(), b"manager knows 1".to_vec()).unwrap(); // seq 3
+        log.put(manager_key(), b"manager knows 1".to_vec()).unwrap(); // seq 3
         log.put(update("ch", 2), b"update 2".to_vec()).unwrap();
         log.put(monitor("ch"), b"monitor at 2".to_vec()).unwrap();
         log.delete(update("ch", 1)).unwrap();
@@ -557,7 +548,7 @@ mod tests {
         )
         .unwrap(); // seq 2
         log.append(vec![
-            Write::put(manager(), b"manager".to_vec()),
+            Write::put(manager_key(), b"manager".to_vec()),
             Write::put(cut_key(), 1u64.to_be_bytes().to_vec()),
         ])
         .unwrap();
@@ -574,7 +565,7 @@ mod tests {
         assert_eq!(align(&log), None);
         log.put(monitor("ch"), b"m".to_vec()).unwrap();
         assert_eq!(align(&log), None, "no manager yet: nothing to align with");
-        log.put(manager(), b"manager".to_vec()).unwrap();
+        log.put(manager_key(), b"manager".to_vec()).unwrap();
         let head = log.head().unwrap().seq;
         assert_eq!(align(&log), None);
         assert_eq!(log.head().unwrap().seq, head, "nothing appended");
@@ -616,6 +607,19 @@ mod tests {
         .unwrap();
     }
 
+    /// A store over `log` gated on `gate`, and what its observer hears.
+    fn observed_store(
+        log: &Arc<Log>,
+        gate: &Arc<Gate>,
+    ) -> (LogStore, Arc<Mutex<Vec<BarrierPassed>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let observed = Arc::clone(&seen);
+        let store = LogStore::new(Arc::clone(log), Arc::new(LocalOnly))
+            .with_gate(Arc::clone(gate))
+            .with_observer(move |p| observed.lock().unwrap().push(p.clone()));
+        (store, seen)
+    }
+
     #[test]
     fn a_gated_write_completes_only_with_a_durable_manager_that_records_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -623,11 +627,7 @@ mod tests {
         let gate = Arc::new(Gate::new());
         let completions = Arc::new(Completions::default());
         gate.attach(completions.clone());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let observed = Arc::clone(&seen);
-        let store = LogStore::new(Arc::clone(&log), Arc::new(LocalOnly))
-            .with_gate(Arc::clone(&gate))
-            .with_observer(move |p| observed.lock().unwrap().push(p.clone()));
+        let (store, seen) = observed_store(&log, &gate);
 
         assert!(new_channel(&gate, &store, [7; 32], "seven"), "in progress");
         assert!(completions.0.lock().unwrap().is_empty());
@@ -655,7 +655,7 @@ mod tests {
                 .any(|p| p.key == monitor("seven") && p.seq == 1)
         );
         // Recorded by this manager: no new cut beside it.
-        let manager_seq = log.history(&manager()).unwrap().last().unwrap().seq;
+        let manager_seq = log.history(&manager_key()).unwrap().last().unwrap().seq;
         assert_ne!(
             log.event(manager_seq + 1).unwrap().map(|e| e.key),
             Some(cut_key())
@@ -692,13 +692,8 @@ mod tests {
         let gate = Arc::new(Gate::new());
         let completer = Arc::new(Serializing::default());
         gate.attach(completer.clone());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let observed = Arc::clone(&seen);
-        let store = Arc::new(
-            LogStore::new(Arc::clone(&log), Arc::new(LocalOnly))
-                .with_gate(Arc::clone(&gate))
-                .with_observer(move |p| observed.lock().unwrap().push(p.clone())),
-        );
+        let (store, seen) = observed_store(&log, &gate);
+        let store = Arc::new(store);
         gate.start_flusher(Arc::downgrade(&store)).unwrap();
 
         // The node's manager already holds the channel when its first monitor is persisted.
@@ -721,9 +716,9 @@ mod tests {
             *completer.completions.0.lock().unwrap(),
             vec![(ChannelId([9; 32]), 0)]
         );
-        assert_eq!(value(&log, &manager()), Some(manager_bytes.clone()));
+        assert_eq!(value(&log, &manager_key()), Some(manager_bytes.clone()));
         // The observer heard of the flusher's manager, then of the monitor write it completed.
-        let manager_seq = log.history(&manager()).unwrap().last().unwrap().seq;
+        let manager_seq = log.history(&manager_key()).unwrap().last().unwrap().seq;
         let observed: Vec<(Key, u64)> = seen
             .lock()
             .unwrap()
@@ -732,7 +727,7 @@ mod tests {
             .collect();
         assert_eq!(
             observed,
-            vec![(manager(), manager_seq), (monitor("nine"), 1)]
+            vec![(manager_key(), manager_seq), (monitor("nine"), 1)]
         );
         assert!(completer.released.load(std::sync::atomic::Ordering::SeqCst) >= 1);
         assert!(!gate.has_unrecorded());
@@ -752,7 +747,10 @@ mod tests {
         // is now, so an older serialization never lands after a newer one.
         *completer.manager.lock().unwrap() = b"the manager now".to_vec();
         write_manager(&store, b"serialized before the flusher's".to_vec());
-        assert_eq!(value(&log, &manager()), Some(b"the manager now".to_vec()));
+        assert_eq!(
+            value(&log, &manager_key()),
+            Some(b"the manager now".to_vec())
+        );
         let head = log.head().unwrap().seq;
 
         // Unchanged, with nothing new to record: nothing appended.
@@ -763,7 +761,10 @@ mod tests {
         *completer.manager.lock().unwrap() = b"the manager later".to_vec();
         write_manager(&store, b"whatever LDK had".to_vec());
         assert_eq!(log.head().unwrap().seq, head + 1);
-        assert_eq!(value(&log, &manager()), Some(b"the manager later".to_vec()));
+        assert_eq!(
+            value(&log, &manager_key()),
+            Some(b"the manager later".to_vec())
+        );
     }
 
     #[test]

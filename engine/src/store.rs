@@ -421,10 +421,7 @@ impl LogStore {
             if durable.await.is_ok()
                 && let Some(gate) = gate.upgrade()
             {
-                if let Some(observer) = &observer {
-                    observer(&passed);
-                }
-                gate.manager_durable(passed.seq, observer.as_ref());
+                barrier_passed(&passed, Some(&gate), observer.as_ref());
             }
         }))
     }
@@ -458,11 +455,16 @@ impl LogStore {
 /// A waited write is durable: tell the observer, and if it is the manager, complete the monitor
 /// writes it records.
 fn passed(wait: &Wait, observer: Option<&Observer>) {
+    barrier_passed(&wait.passed, wait.manager.as_deref(), observer);
+}
+
+/// [`passed`] for a write whose gate is held apart from its [`Wait`].
+fn barrier_passed(passed: &BarrierPassed, manager: Option<&Gate>, observer: Option<&Observer>) {
     if let Some(observer) = observer {
-        observer(&wait.passed);
+        observer(passed);
     }
-    if let Some(gate) = &wait.manager {
-        gate.manager_durable(wait.passed.seq, observer);
+    if let Some(gate) = manager {
+        gate.manager_durable(passed.seq, observer);
     }
 }
 
