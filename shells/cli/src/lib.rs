@@ -19,6 +19,7 @@ mod cmd;
 mod config;
 mod control;
 mod demo;
+mod hidden;
 mod output;
 
 pub use config::Config;

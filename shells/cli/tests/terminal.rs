@@ -2,7 +2,9 @@
 //! controlling terminal, as in a merchant's shell), and the test types the answers.
 //! Covers what a pipe cannot reach: `init` shows the words and clears the screen after a wrong
 //! confirmation, asks for a new passphrase twice and refuses two that differ; `restore` reads
-//! the words and the passphrase without echoing them; `takeover` asks before it does anything.
+//! the words and the passphrase without echoing them (echo is off before the prompt shows, so
+//! an answer typed the instant it appears is not echoed either), and Ctrl-C at a hidden prompt
+//! stops with nothing saved; `takeover` asks before it does anything.
 
 #![cfg(unix)]
 
@@ -246,6 +248,32 @@ fn restore_on_a_terminal_reads_words_and_passphrase_without_echo() {
         "the words are not echoed:\n{screen}"
     );
     assert!(!screen.contains(passphrase), "the passphrase is not echoed");
+    assert!(secret_file(dir.path()).is_none_or(|s| !s.contains_key("mnemonic")));
+}
+
+#[test]
+fn ctrl_c_at_a_hidden_prompt_stops_with_nothing_saved_and_edits_are_not_shown() {
+    let dir = paired_dir();
+    let mut term = Terminal::start(dir.path(), &["restore", "--passphrase"]);
+    term.expect("(12 to 24, separated by spaces; not shown): ", 0);
+    // Line editing (a word typed, erased with Ctrl-W, a character with backspace) and an arrow
+    // key, then Ctrl-C: nothing of it shows, and the command stops at once, before any request.
+    term.input
+        .write_all(b"legal winner\x17\x17abandon\x7f\x1b[D")
+        .unwrap();
+    term.input.write_all(b"\x03").unwrap();
+    term.input.flush().unwrap();
+    let (status, screen) = term.wait();
+    assert_eq!(status.code(), Some(3), "{screen}");
+    assert!(
+        screen.contains("interrupted; nothing was saved"),
+        "{screen}"
+    );
+    assert!(!screen.contains("cannot reach"), "{screen}");
+    assert!(
+        !screen.contains("legal") && !screen.contains("abandon"),
+        "nothing typed is shown:\n{screen}"
+    );
     assert!(secret_file(dir.path()).is_none_or(|s| !s.contains_key("mnemonic")));
 }
 

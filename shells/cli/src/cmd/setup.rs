@@ -62,15 +62,21 @@ fn read_raw_line() -> Result<Option<Zeroizing<String>>, Failure> {
     Ok((n > 0).then(|| Zeroizing::new(line[..end].to_owned())))
 }
 
+/// A hidden prompt on the terminal for `what`; Ctrl-C stops with nothing saved.
+fn read_hidden(prompt: &str, what: &str) -> Result<Zeroizing<String>, Failure> {
+    crate::hidden::read_hidden(prompt).map_err(|e| match e.kind() {
+        std::io::ErrorKind::Interrupted => {
+            Failure::Refused("interrupted; nothing was saved".into())
+        }
+        _ => failed(anyhow::anyhow!("reading {what}: {e}")),
+    })
+}
+
 /// Reads the BIP39 passphrase: a hidden prompt on a terminal (twice when `twice`, for a new
 /// wallet), else one line of stdin, taken as it is apart from its line ending.
 fn read_passphrase(twice: bool) -> Result<Zeroizing<String>, Failure> {
     let passphrase = if std::io::stdin().is_terminal() {
-        let prompt = |text: &str| {
-            rpassword::prompt_password(text)
-                .map(Zeroizing::new)
-                .map_err(|e| failed(anyhow::anyhow!("reading the passphrase: {e}")))
-        };
+        let prompt = |text: &str| read_hidden(text, "the passphrase");
         let first = prompt("The passphrase (not shown): ")?;
         if twice && !first.is_empty() && *prompt("The passphrase again (not shown): ")? != *first {
             return Err(Failure::Refused(
@@ -333,11 +339,10 @@ pub fn init(config: &Config, out: &Output, args: InitArgs) -> Result<(), Failure
 /// Reads the mnemonic: a hidden prompt on a terminal, else one line of stdin. Never a flag.
 fn read_mnemonic() -> Result<Zeroizing<String>, Failure> {
     if std::io::stdin().is_terminal() {
-        let text = rpassword::prompt_password(
+        read_hidden(
             "The till's recovery words (12 to 24, separated by spaces; not shown): ",
+            "the words",
         )
-        .map_err(|e| failed(anyhow::anyhow!("reading the words: {e}")))?;
-        Ok(Zeroizing::new(text))
     } else {
         read_line()?.ok_or_else(|| {
             Failure::Usage("no recovery words on stdin (give them as one line)".into())
