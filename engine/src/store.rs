@@ -391,8 +391,10 @@ impl LogStore {
         if let Some(bytes) = bytes {
             order.committed(bytes, seq);
         }
-        drop(order);
+        // Told before the order is released: a writer that finds this manager unchanged waits
+        // for its seq at once, and a barrier may not be asked for a seq it was not told of.
         self.barrier.notify(outcome.head_seq);
+        drop(order);
         Ok(Some(wait(seq)))
     }
 
