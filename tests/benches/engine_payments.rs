@@ -5,6 +5,8 @@
 //!   till-vss replicator has it on a real till-server (the engine's `ReplicatorBarrier`);
 //! - (a0) the same with the replicator's `linger` at 0 (every event shipped as soon as it is
 //!   committed), to show what lingering saves;
+//! - (a1) the same with one upload in flight at most (`pipeline` off), to show what sending a
+//!   waited-for write behind an upload still in flight saves;
 //! - (b) ldk-node on its default SQLite store (local disk only);
 //! - (c) ldk-node on its own VSS store against the same till-server.
 //!
@@ -12,8 +14,8 @@
 //! `PaymentSuccessful`), payments per second sequentially and in a burst of payments in flight at
 //! once, and bytes uploaded to the server per payment, on the wire (through a counting proxy,
 //! HTTP included) for (a) and (c), and as object values and uploads (the replicator's own
-//! counts) for (a) and (a0).
-//! All four pairs are set up first; the payments then run in `TILL_BENCH_ROUNDS` rounds (default
+//! counts) for (a), (a0) and (a1).
+//! All five pairs are set up first; the payments then run in `TILL_BENCH_ROUNDS` rounds (default
 //! 4), each round a share of the sequential payments and one burst per pair, the pairs in a
 //! rotating order, so that slower and faster moments of the machine fall on every store alike.
 //! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
@@ -184,7 +186,7 @@ fn wait_success(customer: &TestNode, invoice: &Bolt11Invoice) {
     }
 }
 
-fn till_merchant(chain: &TestChain, url: &str, token: &str, linger: Duration) -> Merchant {
+fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorConfig) -> Merchant {
     // TILL_BENCH_KEEP keeps the till's files (its log, ldk-node's debug log) to study a run.
     let keep = std::env::var_os("TILL_BENCH_KEEP").is_some();
     let dir = tempfile::Builder::new()
@@ -203,10 +205,6 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str, linger: Duration) ->
     let remote = till_engine::remote(&keys, &BackupConfig::new(url, token)).unwrap();
     let replica = Replica::new(Arc::clone(&log), remote.clone(), device_id(&log).unwrap());
     let lease = runtime.block_on(replica.acquire()).unwrap();
-    let config = ReplicatorConfig {
-        linger,
-        ..ReplicatorConfig::default()
-    };
     let handle = Replicator::start(Arc::clone(&log), remote, lease, config);
     let store = LogStore::new(log, Arc::new(ReplicatorBarrier::new(handle.clone())));
     let listen = free_address();
@@ -274,6 +272,8 @@ struct Row {
     wire_up_per_payment: Option<f64>,
     values_up_per_payment: Option<f64>,
     uploads_per_payment: Option<f64>,
+    /// Uploads sent behind one in flight that landed, and that were refused, per payment.
+    followers_per_payment: Option<(f64, f64)>,
     /// Each round's sequential payments per second.
     round_pps: Vec<f64>,
 }
@@ -374,15 +374,19 @@ impl<'p> Pair<'p> {
         let wire = self
             .wire_before
             .map(|b| (self.proxy.unwrap().uploaded() - b) as f64 / total);
-        let (values, uploads) = match (&self.merchant, self.status_before) {
+        let (values, uploads, followers) = match (&self.merchant, self.status_before) {
             (Merchant::Till { handle, .. }, Some(before)) => {
                 let now = handle.status();
                 (
                     Some((now.bytes_uploaded - before.bytes_uploaded) as f64 / total),
                     Some((now.uploads - before.uploads) as f64 / total),
+                    Some((
+                        (now.followers_landed - before.followers_landed) as f64 / total,
+                        (now.followers_refused - before.followers_refused) as f64 / total,
+                    )),
                 )
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         self.merchant.stop();
         self.latencies.sort();
@@ -395,6 +399,7 @@ impl<'p> Pair<'p> {
             wire_up_per_payment: wire,
             values_up_per_payment: values,
             uploads_per_payment: uploads,
+            followers_per_payment: followers,
             round_pps: self.round_pps,
         }
     }
@@ -436,10 +441,12 @@ fn main() {
     let bin = release_server();
     let till_token = add_user(&bin, &store, "till");
     let a0_token = add_user(&bin, &store, "till-linger-0");
+    let a1_token = add_user(&bin, &store, "till-one-in-flight");
     let ldk_token = add_user(&bin, &store, "ldk");
     let server = TillServer::start(&bin, store, &[]);
     let till_proxy = CountingProxy::start(server.addr());
     let a0_proxy = CountingProxy::start(server.addr());
+    let a1_proxy = CountingProxy::start(server.addr());
     let ldk_proxy = CountingProxy::start(server.addr());
     let chain = TestChain::start();
 
@@ -453,7 +460,7 @@ fn main() {
                 &chain,
                 &url(&till_proxy),
                 &till_token,
-                ReplicatorConfig::default().linger,
+                ReplicatorConfig::default(),
             ),
             Some(&till_proxy),
         ),
@@ -461,8 +468,31 @@ fn main() {
         Pair::new(
             "(a0) Till, linger 0",
             &chain,
-            till_merchant(&chain, &url(&a0_proxy), &a0_token, Duration::ZERO),
+            till_merchant(
+                &chain,
+                &url(&a0_proxy),
+                &a0_token,
+                ReplicatorConfig {
+                    linger: Duration::ZERO,
+                    ..ReplicatorConfig::default()
+                },
+            ),
             Some(&a0_proxy),
+        ),
+        // The same with one upload in flight at most: what pipelining saves.
+        Pair::new(
+            "(a1) Till, one upload in flight",
+            &chain,
+            till_merchant(
+                &chain,
+                &url(&a1_proxy),
+                &a1_token,
+                ReplicatorConfig {
+                    pipeline: false,
+                    ..ReplicatorConfig::default()
+                },
+            ),
+            Some(&a1_proxy),
         ),
         Pair::new(
             "(b) ldk-node, SQLite",
@@ -481,7 +511,8 @@ fn main() {
     // Let the last commitment dances and background persistence settle before counting bytes.
     std::thread::sleep(Duration::from_millis(500));
     let mut rows = pairs.into_iter().map(Pair::finish);
-    let (a, a0, b, c) = (
+    let (a, a0, a1, b, c) = (
+        rows.next().unwrap(),
         rows.next().unwrap(),
         rows.next().unwrap(),
         rows.next().unwrap(),
@@ -505,7 +536,7 @@ fn main() {
         "uploads/pay"
     );
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-    for row in [&a, &a0, &b, &c] {
+    for row in [&a, &a0, &a1, &b, &c] {
         println!(
             "{:<34} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>12} {:>12} {:>12}",
             row.name,
@@ -546,6 +577,13 @@ fn main() {
         a.uploads_per_payment.unwrap() / a0.uploads_per_payment.unwrap(),
         a.p50_ms / a0.p50_ms,
         a.seq_pps / a0.seq_pps
+    );
+    let (landed, refused) = a.followers_per_payment.unwrap();
+    println!(
+        "pipelining: a/a1 p50 latency {:.2}x, sequential throughput {:.2}x, burst throughput {:.2}x; (a) uploads sent behind one in flight per payment: {landed:.2} landed, {refused:.2} refused",
+        a.p50_ms / a1.p50_ms,
+        a.seq_pps / a1.seq_pps,
+        a.burst_pps / a1.burst_pps
     );
     println!(
         "(total bench time {:.0} s)",

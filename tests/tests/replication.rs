@@ -687,3 +687,136 @@ async fn wait_until_durable_without_waiting(d: &Device, seq: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How long the proxy holds a request or an answer back in the pipelining tests: long enough
+/// that what the tests watch for happens well within it on a slow machine.
+const HELD: Duration = Duration::from_secs(3);
+
+/// Polls `done` every 10 ms until it holds, panicking after [`WAIT`].
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The seq of the server's head, read directly (not through the proxy).
+async fn server_head_seq(watcher: &Device) -> u64 {
+    let (manifest, _) = watcher.replica.remote().head().await.unwrap().unwrap();
+    manifest.last_seq
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_waited_for_while_an_upload_travels_follows_it_at_once() {
+    let s = server(true);
+    let proxy = LossyProxy::start(s.server.addr()).await;
+    let url = format!("http://{}/vss", proxy.addr());
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("before", 3);
+    durable(&a, seq).await;
+    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
+    let before = a.replicator().status();
+
+    // The first upload lands, but its answer is held back.
+    proxy.delay_next_answer(HELD);
+    let first = a.append("first", 3);
+    let r = a.replicator().clone();
+    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    until("the server answered the first upload", async || {
+        proxy.delayed() == 1
+    })
+    .await;
+
+    // A write waited for meanwhile goes up at once, chained after it: the server holds it
+    // while the first answer is still on its way.
+    let second = a.append("second", 3);
+    let r = a.replicator().clone();
+    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    until("the second upload is on the server", async || {
+        server_head_seq(&watcher).await == second
+    })
+    .await;
+    assert!(
+        a.replicator().durable_seq() < first,
+        "the first answer is still held back: {:?}",
+        a.replicator().status()
+    );
+
+    // Both are confirmed, in order, once the answer comes.
+    first_waits.await.unwrap().unwrap();
+    second_waits.await.unwrap().unwrap();
+    let after = a.replicator().status();
+    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
+    assert_eq!(after.durable_seq, second, "{after:?}");
+    assert_eq!(after.uploads, before.uploads + 2, "{after:?}");
+    assert_eq!(
+        after.followers_landed,
+        before.followers_landed + 1,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.followers_refused, before.followers_refused,
+        "{after:?}"
+    );
+
+    // The chain on the server is whole.
+    let seq = a.append("after", 2);
+    durable(&a, seq).await;
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_that_reaches_the_server_first_is_refused_and_ships_again() {
+    let s = server(true);
+    let proxy = LossyProxy::start(s.server.addr()).await;
+    let url = format!("http://{}/vss", proxy.addr());
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("before", 3);
+    durable(&a, seq).await;
+    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
+    let before = a.replicator().status();
+
+    // The first upload is held back on its way to the server; the second, sent behind it,
+    // overtakes it, and the server refuses it: the head's version is not the one it follows.
+    proxy.delay_next_request(HELD);
+    let first = a.append("first", 3);
+    let r = a.replicator().clone();
+    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    until("the first upload is held back", async || {
+        proxy.delayed() == 1
+    })
+    .await;
+    let second = a.append("second", 3);
+    let r = a.replicator().clone();
+    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    tokio::time::sleep(HELD / 3).await;
+    assert!(
+        server_head_seq(&watcher).await < first,
+        "nothing of them is on the server while the first is held back"
+    );
+
+    // No fork, no fencing: the first lands, the second ships again behind it.
+    first_waits.await.unwrap().unwrap();
+    second_waits.await.unwrap().unwrap();
+    let after = a.replicator().status();
+    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
+    assert_eq!(after.durable_seq, second, "{after:?}");
+    assert_eq!(after.uploads, before.uploads + 2, "{after:?}");
+    assert_eq!(after.followers_landed, before.followers_landed, "{after:?}");
+    assert_eq!(
+        after.followers_refused,
+        before.followers_refused + 1,
+        "{after:?}"
+    );
+    assert_eq!(server_head_seq(&watcher).await, second);
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+}

@@ -64,6 +64,11 @@ pub struct ReplicatorConfig {
     /// event queue) then ride along instead of occupying the connection with uploads of their
     /// own. Zero ships every event as soon as it is committed.
     pub linger: Duration,
+    /// Whether a second upload may follow one still in flight. When a caller waits for events
+    /// the upload on its way does not hold, they go at once, chained after it (its segments and
+    /// the head's next version), instead of after its answer. The server lands them in order
+    /// or refuses the second, which then ships again the ordinary way.
+    pub pipeline: bool,
 }
 
 impl Default for ReplicatorConfig {
@@ -79,6 +84,7 @@ impl Default for ReplicatorConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             linger: Duration::from_millis(20),
+            pipeline: true,
         }
     }
 }
@@ -129,6 +135,12 @@ pub struct ReplicatorStatus {
     pub events_shipped: u64,
     /// Bytes of object values uploaded (segments, snapshots, head).
     pub bytes_uploaded: u64,
+    /// Uploads sent behind one still in flight ([`ReplicatorConfig::pipeline`]) that landed
+    /// (counted in `uploads` too).
+    pub followers_landed: u64,
+    /// Uploads sent behind one still in flight that the server refused (they reached it
+    /// first); their events shipped again.
+    pub followers_refused: u64,
     /// Segments on the server.
     pub segments: u64,
     /// The lease epoch this replicator writes under.
@@ -218,6 +230,8 @@ impl Replicator {
                 uploads: 0,
                 events_shipped: 0,
                 bytes_uploaded: 0,
+                followers_landed: 0,
+                followers_refused: 0,
                 segments: lease.manifest.segments,
                 epoch: lease.manifest.epoch,
             }),
@@ -234,6 +248,8 @@ impl Replicator {
             version: lease.version,
             config,
             shared: shared.clone(),
+            follower: std::cell::RefCell::new(None),
+            lost: None,
         };
         let thread = std::thread::Builder::new()
             .name("till-replicator".into())
@@ -416,9 +432,23 @@ struct Upload {
 
 enum Outcome {
     Landed,
+    /// The server's head is the follower's (see [`Follower`]): it landed.
+    FollowerLanded,
     Fenced(Fenced),
     Stopped,
     Failed(String),
+}
+
+/// Syncing the log to disk on a blocking thread.
+type Sync = tokio::task::JoinHandle<Result<u64, till_log::AppendError>>;
+
+/// A second upload sent, once, while the one before it travels ([`ReplicatorConfig::pipeline`]).
+/// It lands only after that one (its head version follows it); if it is refused or its answer
+/// is lost, its events ship again in the next ordinary upload.
+struct Follower {
+    upload: Upload,
+    put: tokio::task::JoinHandle<Result<(), VssError>>,
+    sync: Option<Sync>,
 }
 
 struct Worker {
@@ -428,6 +458,11 @@ struct Worker {
     version: i64,
     config: ReplicatorConfig,
     shared: Arc<Shared>,
+    /// The manifest of a follower that may have landed (in flight, or its answer lost): a
+    /// conflict that finds it on the server is our own upload, not another device's.
+    follower: std::cell::RefCell<Option<Manifest>>,
+    /// A follower whose answer was lost: recorded if a conflict finds it on the server.
+    lost: Option<Upload>,
 }
 
 impl Worker {
@@ -475,34 +510,26 @@ impl Worker {
             // The upload's events reach this device's disk while they travel to the server
             // (a write that waits for them may have been appended unsynced): a waiter hears
             // they are durable only once both hold them.
-            let sync = (self.log.synced_seq() < upload.last_seq).then(|| {
-                let log = Arc::clone(&self.log);
-                tokio::task::spawn_blocking(move || log.sync())
-            });
-            let outcome = self.send(&upload).await;
-            if let Some(sync) = sync {
-                let synced = match sync.await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(e) = synced {
-                    self.finish(ReplicatorState::Failed(format!(
-                        "cannot sync the log to disk: {e}"
-                    )));
-                    return;
-                }
+            let sync = self.sync_to(upload.last_seq);
+            let (outcome, follower) = self.send_with_follower(&upload).await;
+            if let Err(e) = synced(sync).await {
+                self.finish(ReplicatorState::Failed(e));
+                return;
             }
-            match outcome {
-                Outcome::Landed => {
-                    if let Err(e) = self.landed(upload) {
-                        self.finish(ReplicatorState::Failed(e));
-                        return;
-                    }
-                    if self.manifest.state == LeaseState::Released {
-                        self.finish(ReplicatorState::Released);
-                        return;
-                    }
+            let result = match outcome {
+                Outcome::Landed => self.landed(upload).map(|()| (follower, false)),
+                // Our head, one upload further: the follower landed, so this one did before it.
+                Outcome::FollowerLanded if follower.is_some() => {
+                    self.landed(upload).map(|()| (follower, true))
                 }
+                // The follower of an earlier upload, whose answer was lost, landed; this upload
+                // repeated its place in the chain and is built again from the outbox.
+                Outcome::FollowerLanded => match self.lost.take() {
+                    Some(lost) => self.landed_as(lost, true).map(|()| (None, false)),
+                    None => Err(
+                        "the backup's head is a follower upload this device no longer knows".into(),
+                    ),
+                },
                 Outcome::Fenced(f) => {
                     self.finish(ReplicatorState::Fenced(f));
                     return;
@@ -515,6 +542,110 @@ impl Worker {
                     self.finish(ReplicatorState::Failed(e));
                     return;
                 }
+            };
+            let (follower, known) = match result {
+                Ok(follower) => follower,
+                Err(e) => {
+                    self.finish(ReplicatorState::Failed(e));
+                    return;
+                }
+            };
+            if self.manifest.state == LeaseState::Released {
+                self.finish(ReplicatorState::Released);
+                return;
+            }
+            if let Err(e) = self.follower_landed(follower, known).await {
+                self.finish(ReplicatorState::Failed(e));
+                return;
+            }
+        }
+    }
+
+    /// Syncs the log up to `seq` on a blocking thread, unless it is synced that far already.
+    fn sync_to(&self, seq: u64) -> Option<Sync> {
+        (self.log.synced_seq() < seq).then(|| {
+            let log = Arc::clone(&self.log);
+            tokio::task::spawn_blocking(move || log.sync())
+        })
+    }
+
+    /// Sends `upload` until it lands ([`Worker::send`]). Meanwhile, if a caller comes to wait
+    /// for events after it, sends them once in a [`Follower`].
+    async fn send_with_follower(&self, upload: &Upload) -> (Outcome, Option<Follower>) {
+        let send = self.send(upload);
+        tokio::pin!(send);
+        let mut follower = None;
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut send => {
+                    if !matches!(outcome, Outcome::Landed | Outcome::FollowerLanded)
+                        && let Some(f) = follower.take()
+                    {
+                        abandon(f);
+                    }
+                    return (outcome, follower);
+                }
+                _ = self.shared.wake.notified(), if follower.is_none() && self.config.pipeline => {
+                    follower = self.follower(upload);
+                }
+            }
+        }
+    }
+
+    /// A follower for `first`, if a caller waits for events after it and they can go now.
+    fn follower(&self, first: &Upload) -> Option<Follower> {
+        let (release, stop) = self.shared.control();
+        // After a follower whose answer was lost, the chain's next place is uncertain until an
+        // upload settles it: no follower then.
+        if release
+            || stop
+            || self.lost.is_some()
+            || first.manifest.state == LeaseState::Released
+            || self.shared.wanted.load(Ordering::SeqCst) <= first.last_seq
+        {
+            return None;
+        }
+        // A snapshot is due: it goes in an ordinary upload, with the retention it brings.
+        let upload = self
+            .prepare_after(first.last_seq, &first.manifest, self.version + 1, false)
+            .ok()
+            .flatten()?;
+        let remote = self.remote.clone();
+        let (items, deletes) = (upload.items.clone(), upload.deletes.clone());
+        let put = tokio::spawn(async move { remote.put(items, deletes).await });
+        let sync = self.sync_to(upload.last_seq);
+        *self.follower.borrow_mut() = Some(upload.manifest.clone());
+        Some(Follower { upload, put, sync })
+    }
+
+    /// Waits for the answer to a follower whose upload before it landed, and records it if it
+    /// landed too (`known`: the server's head showed it had). A refused follower (it reached
+    /// the server first) is dropped: its events ship again.
+    async fn follower_landed(
+        &mut self,
+        follower: Option<Follower>,
+        known: bool,
+    ) -> Result<(), String> {
+        let Some(follower) = follower else {
+            return Ok(());
+        };
+        let answer = follower.put.await;
+        synced(follower.sync).await?;
+        match answer {
+            Ok(Ok(())) => self.landed_as(follower.upload, true),
+            _ if known => self.landed_as(follower.upload, true),
+            Ok(Err(VssError::Conflict { .. })) => {
+                self.follower.borrow_mut().take();
+                self.shared.update(|s| s.followers_refused += 1);
+                Ok(())
+            }
+            // Lost on the way back, so maybe landed: a conflict that finds it on the server
+            // records it ([`Worker::resolve`]); the next upload that lands proves it did not.
+            _ => {
+                *self.follower.borrow_mut() = Some(follower.upload.manifest.clone());
+                self.lost = Some(follower.upload);
+                Ok(())
             }
         }
     }
@@ -570,15 +701,26 @@ impl Worker {
     /// Builds the next upload from the outbox, or `None` if it is empty.
     fn prepare(&self) -> Result<Option<Upload>, String> {
         let shipped = self.log.shipped().map_err(|e| e.to_string())?;
+        self.prepare_after(shipped, &self.manifest, self.version, true)
+    }
+
+    /// Builds an upload of the events after `shipped`, extending `manifest` (the head at
+    /// `version` on the server once the uploads before it land). Without `snapshots`, returns
+    /// `None` when a snapshot is due, so that one goes in an ordinary upload.
+    fn prepare_after(
+        &self,
+        shipped: u64,
+        manifest: &Manifest,
+        version: i64,
+        snapshots: bool,
+    ) -> Result<Option<Upload>, String> {
         let limit = self.config.max_segment_events * self.config.max_segments_per_upload;
-        let since_snapshot = shipped
-            - self
-                .manifest
-                .snapshots
-                .last()
-                .map_or(0, |s| s.seq.min(shipped));
+        let since_snapshot = shipped - manifest.snapshots.last().map_or(0, |s| s.seq.min(shipped));
         let snapshot_due =
             self.config.snapshot_every > 0 && since_snapshot >= self.config.snapshot_every;
+        if snapshot_due && !snapshots {
+            return Ok(None);
+        }
         // For a snapshot, read the state first and ship exactly up to it, so
         // the snapshot is the fold of the shipped events.
         let state = if snapshot_due {
@@ -595,7 +737,7 @@ impl Worker {
             return Ok(None);
         };
         let (last_seq, last_hash, last_at_ms) = (last.seq, last.hash(), last.at_ms);
-        let mut manifest = self.manifest.clone();
+        let mut manifest = manifest.clone();
         let mut items = Vec::new();
         for segment in cut(&pending, &self.config) {
             items.push(
@@ -619,7 +761,7 @@ impl Worker {
         manifest.last_hash = last_hash;
         manifest.last_at_ms = last_at_ms;
         manifest.writes += 1;
-        items.push(self.remote.head_item(&manifest, self.version));
+        items.push(self.remote.head_item(&manifest, version));
         let bytes = items.iter().map(|i| i.value.len() as u64).sum();
         Ok(Some(Upload {
             items,
@@ -737,6 +879,9 @@ impl Worker {
         if remote == *ours {
             return Ok(Outcome::Landed);
         }
+        if self.follower.borrow().as_ref() == Some(&remote) {
+            return Ok(Outcome::FollowerLanded);
+        }
         if remote.device != ours.device || remote.epoch != ours.epoch {
             return Ok(Outcome::Fenced(Fenced {
                 device: remote.device,
@@ -752,8 +897,15 @@ impl Worker {
     /// Records a landed upload: status first (the events are on the server,
     /// so waiters may go on), then the outbox watermark and position.
     fn landed(&mut self, upload: Upload) -> Result<(), String> {
+        self.landed_as(upload, false)
+    }
+
+    /// [`Worker::landed`], counting a follower (in the same status update, so a waiter that
+    /// goes on sees it counted).
+    fn landed_as(&mut self, upload: Upload, follower: bool) -> Result<(), String> {
         let segments = upload.manifest.segments;
         self.shared.update(|s| {
+            s.followers_landed += u64::from(follower);
             s.durable_seq = s.durable_seq.max(upload.last_seq);
             s.state = ReplicatorState::Running;
             s.uploads += 1;
@@ -771,8 +923,29 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         self.manifest = upload.manifest;
         self.version += 1;
+        // A follower whose answer was lost did not land if this (built after it) did, or this
+        // is it.
+        self.lost = None;
+        *self.follower.borrow_mut() = None;
         Ok(())
     }
+}
+
+/// Waits for a sync of the log started by [`Worker::sync_to`].
+async fn synced(sync: Option<Sync>) -> Result<(), String> {
+    let Some(sync) = sync else { return Ok(()) };
+    match sync.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot sync the log to disk: {e}")),
+        Err(e) => Err(format!("cannot sync the log to disk: {e}")),
+    }
+}
+
+/// Stops waiting for a follower whose upload before it did not land (fenced, stopped or
+/// failed). It lands only after that one, if ever; a device that resumes its lease reconciles
+/// with the server's head as after any crash.
+fn abandon(follower: Follower) {
+    follower.put.abort();
 }
 
 /// What the worker does with its outbox next.
