@@ -820,3 +820,58 @@ async fn a_follower_that_reaches_the_server_first_is_refused_and_ships_again() {
     assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
     assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_whose_answer_is_lost_is_recognised_as_landed() {
+    let s = server(true);
+    let proxy = LossyProxy::start(s.server.addr()).await;
+    let url = format!("http://{}/vss", proxy.addr());
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("before", 3);
+    durable(&a, seq).await;
+    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
+    let before = a.replicator().status();
+
+    // The first upload's answer is held back; the second lands behind it, and its answer is
+    // lost. The client's retry meets a conflict: its own upload, not a refusal or a fork.
+    proxy.delay_next_answer(HELD);
+    let first = a.append("first", 3);
+    let r = a.replicator().clone();
+    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    until("the server answered the first upload", async || {
+        proxy.delayed() == 1
+    })
+    .await;
+    proxy.lose_next_answer();
+    let second = a.append("second", 3);
+    let r = a.replicator().clone();
+    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    until("the second upload is on the server", async || {
+        server_head_seq(&watcher).await == second
+    })
+    .await;
+
+    first_waits.await.unwrap().unwrap();
+    second_waits.await.unwrap().unwrap();
+    assert_eq!(proxy.lost(), 1);
+    let after = a.replicator().status();
+    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
+    assert_eq!(after.durable_seq, second, "{after:?}");
+    assert_eq!(
+        after.followers_landed,
+        before.followers_landed + 1,
+        "{after:?}"
+    );
+    assert_eq!(
+        after.followers_refused, before.followers_refused,
+        "{after:?}"
+    );
+
+    let seq = a.append("after", 2);
+    durable(&a, seq).await;
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
+    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+}

@@ -635,19 +635,30 @@ impl Worker {
         match answer {
             Ok(Ok(())) => self.landed_as(follower.upload, true),
             _ if known => self.landed_as(follower.upload, true),
-            Ok(Err(VssError::Conflict { .. })) => {
-                self.follower.borrow_mut().take();
-                self.shared.update(|s| s.followers_refused += 1);
-                Ok(())
-            }
+            // Refused, or its answer was lost and the client's retry found it landed: the head
+            // tells which.
+            Ok(Err(VssError::Conflict { .. })) => match self.remote.head().await {
+                Ok(Some((head, _))) if head == follower.upload.manifest => {
+                    self.landed_as(follower.upload, true)
+                }
+                Ok(_) => {
+                    self.follower.borrow_mut().take();
+                    self.shared.update(|s| s.followers_refused += 1);
+                    Ok(())
+                }
+                Err(_) => self.keep_lost(follower.upload),
+            },
             // Lost on the way back, so maybe landed: a conflict that finds it on the server
             // records it ([`Worker::resolve`]); the next upload that lands proves it did not.
-            _ => {
-                *self.follower.borrow_mut() = Some(follower.upload.manifest.clone());
-                self.lost = Some(follower.upload);
-                Ok(())
-            }
+            _ => self.keep_lost(follower.upload),
         }
+    }
+
+    /// Keeps a follower that may have landed, for [`Worker::resolve`] to recognise.
+    fn keep_lost(&mut self, upload: Upload) -> Result<(), String> {
+        *self.follower.borrow_mut() = Some(upload.manifest.clone());
+        self.lost = Some(upload);
+        Ok(())
     }
 
     /// What to do with the outbox now. Decided before the upload is built, so an event
