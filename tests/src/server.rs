@@ -61,7 +61,13 @@ fn build_server(release: bool) -> PathBuf {
     }
     args.extend(["-p", "till-server", "--bin", "till-server"]);
     let command = format!("cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let mut cargo = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_tests) {
+            cargo.env_remove(name);
+        }
+    }
+    let status = cargo
         .args(&args)
         .env("CARGO_TARGET_DIR", &target)
         .stdin(Stdio::null())
@@ -71,6 +77,27 @@ fn build_server(release: bool) -> PathBuf {
     target
         .join(if release { "release" } else { "debug" })
         .join("till-server")
+}
+
+/// Whether cargo sets `name` for a test or bench process. A nested cargo must not inherit
+/// these: build scripts track some of them (ring's tracks `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_*`), so a nested build that saw them rebuilt ring, rustls, reqwest and ldk-node,
+/// and the next build from a shell rebuilt them back (about 5.5 minutes per release bench run).
+fn set_by_cargo_for_tests(name: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CFG_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
 }
 
 /// Runs `till-server user add NAME` and returns the printed token.
