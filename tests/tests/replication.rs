@@ -283,14 +283,21 @@ async fn server_killed_while_shipping_loses_nothing_and_resumes() {
     assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lost_answer_is_recognised_not_called_a_fork() {
+/// A server, a [`LossyProxy`] in front of it, and a master that ships through the proxy, with
+/// its backup secret.
+async fn master_behind_a_proxy() -> (Setup, LossyProxy, [u8; 32], Device) {
     let s = server(true);
     let proxy = LossyProxy::start(s.server.addr()).await;
     let url = format!("http://{}/vss", proxy.addr());
     let secret = secret();
     let mut a = Device::new(&url, &s.token, secret);
     a.acquire(test_config()).await.unwrap();
+    (s, proxy, secret, a)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_is_recognised_not_called_a_fork() {
+    let (s, proxy, secret, a) = master_behind_a_proxy().await;
     let seq = a.append("before", 10);
     durable(&a, seq).await;
 
@@ -701,177 +708,154 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// The seq of the server's head, read directly (not through the proxy).
-async fn server_head_seq(watcher: &Device) -> u64 {
-    let (manifest, _) = watcher.replica.remote().head().await.unwrap().unwrap();
-    manifest.last_seq
+/// A device shipping through a [`LossyProxy`] for the pipelining tests, with a watcher that
+/// reads the server directly, and the replicator's status once a first upload landed.
+struct Pipeline {
+    s: Setup,
+    proxy: LossyProxy,
+    secret: [u8; 32],
+    a: Device,
+    watcher: Device,
+    before: till_vss::replica::ReplicatorStatus,
+}
+
+type Waiting = tokio::task::JoinHandle<Result<(), DurableError>>;
+
+impl Pipeline {
+    async fn start() -> Pipeline {
+        let (s, proxy, secret, a) = master_behind_a_proxy().await;
+        let seq = a.append("before", 3);
+        durable(&a, seq).await;
+        let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
+        let before = a.replicator().status();
+        Pipeline {
+            s,
+            proxy,
+            secret,
+            a,
+            watcher,
+            before,
+        }
+    }
+
+    /// Appends three events and waits for them in a task; returns the last seq and the wait.
+    fn append_waited(&self, tag: &str) -> (u64, Waiting) {
+        let seq = self.a.append(tag, 3);
+        let r = self.a.replicator().clone();
+        (seq, tokio::spawn(async move { r.wait_durable(seq).await }))
+    }
+
+    /// The seq of the server's head, read directly (not through the proxy).
+    async fn server_head_seq(&self) -> u64 {
+        let (manifest, _) = self.watcher.replica.remote().head().await.unwrap().unwrap();
+        manifest.last_seq
+    }
+
+    /// Both waits end well, with `second` durable after two uploads, `landed` and `refused`
+    /// more followers counted, and the replicator running; then the chain on the server goes on
+    /// and restores whole.
+    async fn both_durable(&self, waits: [Waiting; 2], second: u64, landed: u64, refused: u64) {
+        for wait in waits {
+            wait.await.unwrap().unwrap();
+        }
+        let (after, before) = (self.a.replicator().status(), &self.before);
+        assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
+        assert_eq!(after.durable_seq, second, "{after:?}");
+        assert_eq!(after.uploads, before.uploads + 2, "{after:?}");
+        assert_eq!(
+            after.followers_landed,
+            before.followers_landed + landed,
+            "{after:?}"
+        );
+        assert_eq!(
+            after.followers_refused,
+            before.followers_refused + refused,
+            "{after:?}"
+        );
+        assert_eq!(self.server_head_seq().await, second);
+
+        let seq = self.a.append("after", 2);
+        durable(&self.a, seq).await;
+        let c = restore_fresh(&self.s, self.secret).await.unwrap();
+        assert_eq!(c.log.state().unwrap(), self.a.log.state().unwrap());
+        assert_eq!(c.log.head().unwrap(), self.a.log.head().unwrap());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_waited_for_while_an_upload_travels_follows_it_at_once() {
-    let s = server(true);
-    let proxy = LossyProxy::start(s.server.addr()).await;
-    let url = format!("http://{}/vss", proxy.addr());
-    let secret = secret();
-    let mut a = Device::new(&url, &s.token, secret);
-    a.acquire(test_config()).await.unwrap();
-    let seq = a.append("before", 3);
-    durable(&a, seq).await;
-    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
-    let before = a.replicator().status();
+    let p = Pipeline::start().await;
 
     // The first upload lands, but its answer is held back.
-    proxy.delay_next_answer(HELD);
-    let first = a.append("first", 3);
-    let r = a.replicator().clone();
-    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    p.proxy.delay_next_answer(HELD);
+    let (first, first_waits) = p.append_waited("first");
     until("the server answered the first upload", async || {
-        proxy.delayed() == 1
+        p.proxy.delayed() == 1
     })
     .await;
 
     // A write waited for meanwhile goes up at once, chained after it: the server holds it
     // while the first answer is still on its way.
-    let second = a.append("second", 3);
-    let r = a.replicator().clone();
-    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    let (second, second_waits) = p.append_waited("second");
     until("the second upload is on the server", async || {
-        server_head_seq(&watcher).await == second
+        p.server_head_seq().await == second
     })
     .await;
     assert!(
-        a.replicator().durable_seq() < first,
+        p.a.replicator().durable_seq() < first,
         "the first answer is still held back: {:?}",
-        a.replicator().status()
+        p.a.replicator().status()
     );
 
     // Both are confirmed, in order, once the answer comes.
-    first_waits.await.unwrap().unwrap();
-    second_waits.await.unwrap().unwrap();
-    let after = a.replicator().status();
-    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
-    assert_eq!(after.durable_seq, second, "{after:?}");
-    assert_eq!(after.uploads, before.uploads + 2, "{after:?}");
-    assert_eq!(
-        after.followers_landed,
-        before.followers_landed + 1,
-        "{after:?}"
-    );
-    assert_eq!(
-        after.followers_refused, before.followers_refused,
-        "{after:?}"
-    );
-
-    // The chain on the server is whole.
-    let seq = a.append("after", 2);
-    durable(&a, seq).await;
-    let c = restore_fresh(&s, secret).await.unwrap();
-    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
-    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+    p.both_durable([first_waits, second_waits], second, 1, 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_that_reaches_the_server_first_is_refused_and_ships_again() {
-    let s = server(true);
-    let proxy = LossyProxy::start(s.server.addr()).await;
-    let url = format!("http://{}/vss", proxy.addr());
-    let secret = secret();
-    let mut a = Device::new(&url, &s.token, secret);
-    a.acquire(test_config()).await.unwrap();
-    let seq = a.append("before", 3);
-    durable(&a, seq).await;
-    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
-    let before = a.replicator().status();
+    let p = Pipeline::start().await;
 
     // The first upload is held back on its way to the server; the second, sent behind it,
     // overtakes it, and the server refuses it: the head's version is not the one it follows.
-    proxy.delay_next_request(HELD);
-    let first = a.append("first", 3);
-    let r = a.replicator().clone();
-    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    p.proxy.delay_next_request(HELD);
+    let (first, first_waits) = p.append_waited("first");
     until("the first upload is held back", async || {
-        proxy.delayed() == 1
+        p.proxy.delayed() == 1
     })
     .await;
-    let second = a.append("second", 3);
-    let r = a.replicator().clone();
-    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    let (second, second_waits) = p.append_waited("second");
     tokio::time::sleep(HELD / 3).await;
     assert!(
-        server_head_seq(&watcher).await < first,
+        p.server_head_seq().await < first,
         "nothing of them is on the server while the first is held back"
     );
 
     // No fork, no fencing: the first lands, the second ships again behind it.
-    first_waits.await.unwrap().unwrap();
-    second_waits.await.unwrap().unwrap();
-    let after = a.replicator().status();
-    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
-    assert_eq!(after.durable_seq, second, "{after:?}");
-    assert_eq!(after.uploads, before.uploads + 2, "{after:?}");
-    assert_eq!(after.followers_landed, before.followers_landed, "{after:?}");
-    assert_eq!(
-        after.followers_refused,
-        before.followers_refused + 1,
-        "{after:?}"
-    );
-    assert_eq!(server_head_seq(&watcher).await, second);
-    let c = restore_fresh(&s, secret).await.unwrap();
-    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
-    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+    p.both_durable([first_waits, second_waits], second, 0, 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_whose_answer_is_lost_is_recognised_as_landed() {
-    let s = server(true);
-    let proxy = LossyProxy::start(s.server.addr()).await;
-    let url = format!("http://{}/vss", proxy.addr());
-    let secret = secret();
-    let mut a = Device::new(&url, &s.token, secret);
-    a.acquire(test_config()).await.unwrap();
-    let seq = a.append("before", 3);
-    durable(&a, seq).await;
-    let watcher = Device::new(&s.server.vss_url(), &s.token, secret);
-    let before = a.replicator().status();
+    let p = Pipeline::start().await;
 
     // The first upload's answer is held back; the second lands behind it, and its answer is
     // lost. The client's retry meets a conflict: its own upload, not a refusal or a fork.
-    proxy.delay_next_answer(HELD);
-    let first = a.append("first", 3);
-    let r = a.replicator().clone();
-    let first_waits = tokio::spawn(async move { r.wait_durable(first).await });
+    p.proxy.delay_next_answer(HELD);
+    let (_, first_waits) = p.append_waited("first");
     until("the server answered the first upload", async || {
-        proxy.delayed() == 1
+        p.proxy.delayed() == 1
     })
     .await;
-    proxy.lose_next_answer();
-    let second = a.append("second", 3);
-    let r = a.replicator().clone();
-    let second_waits = tokio::spawn(async move { r.wait_durable(second).await });
+    p.proxy.lose_next_answer();
+    let (second, second_waits) = p.append_waited("second");
     until("the second upload is on the server", async || {
-        server_head_seq(&watcher).await == second
+        p.server_head_seq().await == second
     })
     .await;
 
-    first_waits.await.unwrap().unwrap();
-    second_waits.await.unwrap().unwrap();
-    assert_eq!(proxy.lost(), 1);
-    let after = a.replicator().status();
-    assert_eq!(after.state, ReplicatorState::Running, "{after:?}");
-    assert_eq!(after.durable_seq, second, "{after:?}");
-    assert_eq!(
-        after.followers_landed,
-        before.followers_landed + 1,
-        "{after:?}"
-    );
-    assert_eq!(
-        after.followers_refused, before.followers_refused,
-        "{after:?}"
-    );
-
-    let seq = a.append("after", 2);
-    durable(&a, seq).await;
-    let c = restore_fresh(&s, secret).await.unwrap();
-    assert_eq!(c.log.state().unwrap(), a.log.state().unwrap());
-    assert_eq!(c.log.head().unwrap(), a.log.head().unwrap());
+    p.both_durable([first_waits, second_waits], second, 1, 0)
+        .await;
+    assert_eq!(p.proxy.lost(), 1);
 }

@@ -458,10 +458,11 @@ struct Worker {
     version: i64,
     config: ReplicatorConfig,
     shared: Arc<Shared>,
-    /// The manifest of a follower that may have landed (in flight, or its answer lost): a
-    /// conflict that finds it on the server is our own upload, not another device's.
+    /// The manifest of the follower in flight: a conflict that finds it on the server is our own
+    /// upload, not another device's.
     follower: std::cell::RefCell<Option<Manifest>>,
-    /// A follower whose answer was lost: recorded if a conflict finds it on the server.
+    /// A follower whose answer was lost, so maybe landed: recorded if a conflict finds its
+    /// manifest on the server.
     lost: Option<Upload>,
 }
 
@@ -642,7 +643,6 @@ impl Worker {
                     self.landed_as(follower.upload, true)
                 }
                 Ok(_) => {
-                    self.follower.borrow_mut().take();
                     self.shared.update(|s| s.followers_refused += 1);
                     Ok(())
                 }
@@ -656,7 +656,6 @@ impl Worker {
 
     /// Keeps a follower that may have landed, for [`Worker::resolve`] to recognise.
     fn keep_lost(&mut self, upload: Upload) -> Result<(), String> {
-        *self.follower.borrow_mut() = Some(upload.manifest.clone());
         self.lost = Some(upload);
         Ok(())
     }
@@ -890,7 +889,8 @@ impl Worker {
         if remote == *ours {
             return Ok(Outcome::Landed);
         }
-        if self.follower.borrow().as_ref() == Some(&remote) {
+        let lost = self.lost.as_ref().map(|u| &u.manifest);
+        if self.follower.borrow().as_ref() == Some(&remote) || lost == Some(&remote) {
             return Ok(Outcome::FollowerLanded);
         }
         if remote.device != ours.device || remote.epoch != ours.epoch {
