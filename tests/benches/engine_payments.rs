@@ -18,6 +18,11 @@
 //! All five pairs are set up first; the payments then run in `TILL_BENCH_ROUNDS` rounds (default
 //! 4), each round a share of the sequential payments and one burst per pair, the pairs in a
 //! rotating order, so that slower and faster moments of the machine fall on every store alike.
+//! Beside the ratios it prints where a sequential payment's time goes (creating the invoice, send
+//! until the customer's success, until the merchant counts it received) and a 95% bootstrap
+//! interval for the a/c sequential throughput ratio over the single payments: LDK's randomized
+//! delay before a received HTLC is processed (log-normal, median 50 ms) falls on every payment of
+//! every store, and 100 payments per store leave that ratio uncertain by about ±10%.
 //! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
 //! counts (default 40 and 20);
 //! `TILL_BENCH_KEEP=1` keeps the till's files and prints where.
@@ -45,7 +50,8 @@ use till_tests::server::{StoreArg, TillServer, add_user, release_server};
 use till_vss::replica::{Replica, Replicator, ReplicatorConfig, ReplicatorHandle};
 
 const CAPACITY_SATS: u64 = 2_000_000;
-const PAYMENT_MSAT: u64 = 5_000_000;
+// Small enough that a few hundred payments per pair fit in the channel.
+const PAYMENT_MSAT: u64 = 1_000_000;
 const MERCHANT_RESERVE: Amount = Amount::from_sat(100_000);
 const CUSTOMER_FUNDING: Amount = Amount::from_sat(3_000_000);
 const WAIT: Duration = Duration::from_secs(60);
@@ -276,6 +282,13 @@ struct Row {
     followers_per_payment: Option<(f64, f64)>,
     /// Each round's sequential payments per second.
     round_pps: Vec<f64>,
+    /// Means over the sequential payments, in ms: creating the invoice, send until the
+    /// customer's `PaymentSuccessful`, and from there until the merchant counts it received.
+    mean_invoice_ms: f64,
+    mean_latency_ms: f64,
+    mean_receive_ms: f64,
+    /// Each sequential payment whole, in seconds.
+    cycles: Vec<f64>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -292,6 +305,12 @@ struct Pair<'p> {
     wire_before: Option<u64>,
     status_before: Option<till_vss::replica::ReplicatorStatus>,
     latencies: Vec<Duration>,
+    /// Time spent creating invoices, and waiting for the merchant to count a payment received
+    /// after the customer saw it succeed, in the sequential payments.
+    invoicing: Duration,
+    receiving: Duration,
+    /// Each sequential payment whole: invoice, send, success, received.
+    cycles: Vec<Duration>,
     seq_elapsed: Duration,
     round_pps: Vec<f64>,
     burst_count: usize,
@@ -327,6 +346,9 @@ impl<'p> Pair<'p> {
             proxy,
             status_before,
             latencies: Vec::new(),
+            invoicing: Duration::ZERO,
+            receiving: Duration::ZERO,
+            cycles: Vec::new(),
             seq_elapsed: Duration::ZERO,
             round_pps: Vec::new(),
             burst_count: 0,
@@ -338,12 +360,18 @@ impl<'p> Pair<'p> {
     fn sequential(&mut self, n: usize) {
         let started = Instant::now();
         for _ in 0..n {
+            let cycle = Instant::now();
+            let t = Instant::now();
             let invoice = self.merchant.invoice(PAYMENT_MSAT);
+            self.invoicing += t.elapsed();
             let t = Instant::now();
             self.customer.bolt11_payment().send(&invoice, None).unwrap();
             wait_success(&self.customer, &invoice);
             self.latencies.push(t.elapsed());
+            let t = Instant::now();
             self.merchant.wait_received(&invoice);
+            self.receiving += t.elapsed();
+            self.cycles.push(cycle.elapsed());
         }
         let elapsed = started.elapsed();
         self.seq_elapsed += elapsed;
@@ -390,7 +418,13 @@ impl<'p> Pair<'p> {
         };
         self.merchant.stop();
         self.latencies.sort();
+        let n = self.latencies.len() as f64;
+        let mean_ms = |d: Duration| d.as_secs_f64() * 1e3 / n;
         Row {
+            mean_invoice_ms: mean_ms(self.invoicing),
+            mean_latency_ms: mean_ms(self.latencies.iter().sum()),
+            mean_receive_ms: mean_ms(self.receiving),
+            cycles: self.cycles.iter().map(Duration::as_secs_f64).collect(),
             name: self.name,
             p50_ms: pct(&self.latencies, 0.5),
             p99_ms: pct(&self.latencies, 0.99),
@@ -418,6 +452,24 @@ fn measure(pairs: &mut [Pair<'_>], payments: usize, burst: usize, rounds: usize)
         }
         println!("round {}/{rounds} done", round + 1);
     }
+}
+
+/// A 95% bootstrap interval for the sequential throughput of `a` over that of `c` (the mean
+/// payment time of `c` over that of `a`), resampling each store's payments.
+fn throughput_ratio_interval(a: &[f64], c: &[f64]) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let mut resampled_mean = |v: &[f64]| {
+        (0..v.len())
+            .map(|_| v[rng.gen_range(0..v.len())])
+            .sum::<f64>()
+            / v.len() as f64
+    };
+    let mut ratios: Vec<f64> = (0..4000)
+        .map(|_| resampled_mean(c) / resampled_mean(a))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    (ratios[ratios.len() / 40], ratios[ratios.len() * 39 / 40])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -550,9 +602,19 @@ fn main() {
         );
     }
     println!(
-        "ratios: a/b p50 latency {:.2}x, a/b p99 latency {:.2}x; a/c throughput {:.2}x sequential, {:.2}x burst; a/c wire bytes per payment {:.2}x",
+        "sequential payments, mean ms: invoice + send until the customer's success + until the merchant counts it received"
+    );
+    for row in [&a, &a0, &a1, &b, &c] {
+        println!(
+            "{:<34} {:>8.1} + {:>8.1} + {:>8.1}",
+            row.name, row.mean_invoice_ms, row.mean_latency_ms, row.mean_receive_ms
+        );
+    }
+    println!(
+        "ratios: a/b p50 latency {:.2}x, a/b p99 latency {:.2}x; a/c p50 latency {:.2}x; a/c throughput {:.2}x sequential, {:.2}x burst; a/c wire bytes per payment {:.2}x",
         a.p50_ms / b.p50_ms,
         a.p99_ms / b.p99_ms,
+        a.p50_ms / c.p50_ms,
         a.seq_pps / c.seq_pps,
         a.burst_pps / c.burst_pps,
         a.wire_up_per_payment.unwrap() / c.wire_up_per_payment.unwrap()
@@ -571,6 +633,12 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" "),
         median(per_round.clone())
+    );
+    let (low, high) = throughput_ratio_interval(&a.cycles, &c.cycles);
+    println!(
+        "a/c sequential throughput 95% interval (bootstrap over {} and {} payments): {low:.2}x to {high:.2}x",
+        a.cycles.len(),
+        c.cycles.len()
     );
     println!(
         "lingering: a/a0 uploads per payment {:.2}x, p50 latency {:.2}x, sequential throughput {:.2}x",
