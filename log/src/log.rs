@@ -195,10 +195,13 @@ impl std::fmt::Debug for Log {
 /// transaction; the others wait for their results.
 ///
 /// A leader whose last commit carried several appenders' batches waits up to
-/// [`GATHER`] for as many to queue before it commits: those appenders are on
-/// their way back from the last commit (waking, returning, appending again),
-/// and without the wait the first of them back would commit alone and the rest
-/// would wait out a whole commit behind it. A lone appender never waits.
+/// [`GATHER`] for as many to queue before it commits a durable group: those
+/// appenders are on their way back from the last commit (waking, returning,
+/// appending again), and without the wait the first of them back would commit
+/// alone and the rest would wait out a whole commit (an fsync) behind it. A
+/// lone appender never waits, and neither does a group of unsynced appends
+/// only ([`Log::append_unsynced`]): there is no fsync to share, and the wait
+/// would sit in the latency of every channel-state write.
 #[derive(Default)]
 struct Group {
     queue: Mutex<Queue>,
@@ -213,6 +216,9 @@ pub struct CommitStats {
     pub commits: u64,
     /// Appended batches (calls to [`Log::append`]) those commits carried.
     pub batches: u64,
+    /// Commits whose leader waited for appenders to queue (see [`GATHER`]); only durable
+    /// commits wait.
+    pub gathers: u64,
 }
 
 /// The longest a leader waits for the appenders of its last commit to queue again.
@@ -440,9 +446,12 @@ impl Log {
             }
             if !q.leading {
                 q.leading = true;
-                if q.waiting.len() < q.last_group {
+                // Only a durable commit waits: an unsynced one has no fsync to share, and its
+                // appenders (channel state on its way to the server) are waited for.
+                if q.waiting_durable && q.waiting.len() < q.last_group {
                     let deadline = std::time::Instant::now() + GATHER;
                     q.gathering = true;
+                    q.stats.gathers += 1;
                     while q.waiting.len() < q.last_group {
                         let now = std::time::Instant::now();
                         if now >= deadline {

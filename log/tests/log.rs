@@ -507,6 +507,47 @@ fn group_commit_from_many_threads_keeps_every_event() {
     );
 }
 
+/// A leader holds a durable commit back for the appenders of its last one (they share its
+/// fsync); an unsynced commit (channel state on its way to the server, whose latency every
+/// payment pays) is never held back, though concurrent unsynced appends still share commits.
+#[test]
+fn only_durable_commits_wait_for_appenders() {
+    for durable in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path().join("log.redb")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let write = Write::put(
+                            Key::new("t", t.to_string(), i.to_string()),
+                            vec![t as u8; 10],
+                        );
+                        if durable {
+                            log.append(vec![write]).unwrap();
+                        } else {
+                            log.append_unsynced(vec![write]).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let stats = log.commit_stats();
+        assert_eq!(stats.batches, 400);
+        assert!(stats.commits < stats.batches, "appends shared commits");
+        if durable {
+            assert!(stats.gathers > 0, "durable leaders waited: {stats:?}");
+        } else {
+            assert_eq!(stats.gathers, 0, "no unsynced leader waited: {stats:?}");
+        }
+        assert_eq!(log.verify().unwrap().events, 400);
+    }
+}
+
 #[test]
 fn local_records_are_not_events() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,6 +61,7 @@ enum Merchant {
     Till {
         node: Node,
         handle: ReplicatorHandle,
+        log: Arc<Log>,
         listen: SocketAddress,
         _dir: tempfile::TempDir,
     },
@@ -212,7 +213,10 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorCo
     let replica = Replica::new(Arc::clone(&log), remote.clone(), device_id(&log).unwrap());
     let lease = runtime.block_on(replica.acquire()).unwrap();
     let handle = Replicator::start(Arc::clone(&log), remote, lease, config);
-    let store = LogStore::new(log, Arc::new(ReplicatorBarrier::new(handle.clone())));
+    let store = LogStore::new(
+        Arc::clone(&log),
+        Arc::new(ReplicatorBarrier::new(handle.clone())),
+    );
     let listen = free_address();
     let mut config = NodeConfig::new(Network::Regtest, chain.url(), dir.path().join("ldk"));
     config.listen = vec![listen.clone()];
@@ -222,6 +226,7 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorCo
     Merchant::Till {
         node,
         handle,
+        log,
         listen,
         _dir: dir,
     }
@@ -289,6 +294,8 @@ struct Row {
     mean_receive_ms: f64,
     /// Each sequential payment whole, in seconds.
     cycles: Vec<f64>,
+    /// The till's log: commits, and commits whose leader waited for more appenders, per payment.
+    commits_per_payment: Option<(f64, f64)>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -304,6 +311,7 @@ struct Pair<'p> {
     proxy: Option<&'p CountingProxy>,
     wire_before: Option<u64>,
     status_before: Option<till_vss::replica::ReplicatorStatus>,
+    commits_before: Option<till_log::CommitStats>,
     latencies: Vec<Duration>,
     /// Time spent creating invoices, and waiting for the merchant to count a payment received
     /// after the customer saw it succeed, in the sequential payments.
@@ -338,6 +346,10 @@ impl<'p> Pair<'p> {
             Merchant::Till { handle, .. } => Some(handle.status()),
             Merchant::Ldk(_) => None,
         };
+        let commits_before = match &merchant {
+            Merchant::Till { log, .. } => Some(log.commit_stats()),
+            Merchant::Ldk(_) => None,
+        };
         Pair {
             name,
             customer,
@@ -345,6 +357,7 @@ impl<'p> Pair<'p> {
             wire_before: proxy.map(CountingProxy::uploaded),
             proxy,
             status_before,
+            commits_before,
             latencies: Vec::new(),
             invoicing: Duration::ZERO,
             receiving: Duration::ZERO,
@@ -416,6 +429,16 @@ impl<'p> Pair<'p> {
             }
             _ => (None, None, None),
         };
+        let commits = match (&self.merchant, self.commits_before) {
+            (Merchant::Till { log, .. }, Some(before)) => {
+                let now = log.commit_stats();
+                Some((
+                    (now.commits - before.commits) as f64 / total,
+                    (now.gathers - before.gathers) as f64 / total,
+                ))
+            }
+            _ => None,
+        };
         self.merchant.stop();
         self.latencies.sort();
         let n = self.latencies.len() as f64;
@@ -425,6 +448,7 @@ impl<'p> Pair<'p> {
             mean_latency_ms: mean_ms(self.latencies.iter().sum()),
             mean_receive_ms: mean_ms(self.receiving),
             cycles: self.cycles.iter().map(Duration::as_secs_f64).collect(),
+            commits_per_payment: commits,
             name: self.name,
             p50_ms: pct(&self.latencies, 0.5),
             p99_ms: pct(&self.latencies, 0.99),
@@ -653,6 +677,13 @@ fn main() {
         a.seq_pps / a1.seq_pps,
         a.burst_pps / a1.burst_pps
     );
+    for row in [&a, &a0, &a1] {
+        let (commits, gathers) = row.commits_per_payment.unwrap();
+        println!(
+            "{}: log commits per payment {commits:.1}, of which a leader held back for more appenders {gathers:.2}",
+            row.name
+        );
+    }
     println!(
         "(total bench time {:.0} s)",
         started.elapsed().as_secs_f64()
