@@ -22,7 +22,9 @@
 //! until the customer's success, until the merchant counts it received) and a 95% bootstrap
 //! interval for the a/c sequential throughput ratio over the single payments: LDK's randomized
 //! delay before a received HTLC is processed (log-normal, median 50 ms) falls on every payment of
-//! every store, and 100 payments per store leave that ratio uncertain by about ±10%.
+//! every store, and 100 payments per store leave that ratio uncertain by about ±10%. For the
+//! tills it also prints the log's commits per payment and how many of them a group-commit leader
+//! held back for more appenders.
 //! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
 //! counts (default 40 and 20);
 //! `TILL_BENCH_KEEP=1` keeps the till's files and prints where.
