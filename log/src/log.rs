@@ -216,7 +216,7 @@ pub struct CommitStats {
     pub commits: u64,
     /// Appended batches (calls to [`Log::append`]) those commits carried.
     pub batches: u64,
-    /// Commits whose leader waited for appenders to queue (see [`GATHER`]); only durable
+    /// Commits whose leader waited (up to 0.5 ms) for appenders to queue; only durable
     /// commits wait.
     pub gathers: u64,
 }
