@@ -462,6 +462,34 @@ fn verify_names_the_first_bad_seq() {
     assert!(matches!(err, VerifyError::Corrupt { seq: 4, .. }), "{err}");
 }
 
+/// 8 threads append 50 one-write batches each at once (durably, or unsynced); returns the
+/// seqs they were given.
+fn append_from_8_threads(log: &Arc<Log>, durable: bool) -> Vec<u64> {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(log);
+            std::thread::spawn(move || {
+                let mut seqs = Vec::new();
+                for i in 0..50 {
+                    let k = Key::new("t", t.to_string(), i.to_string());
+                    let batch = vec![Write::put(k, vec![t as u8; 10])];
+                    let outcome = if durable {
+                        log.append(batch)
+                    } else {
+                        log.append_unsynced(batch)
+                    };
+                    seqs.push(outcome.unwrap().results[0].unwrap().seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
 #[test]
 fn group_commit_from_many_threads_keeps_every_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -475,23 +503,7 @@ fn group_commit_from_many_threads_keeps_every_event() {
         )
         .unwrap(),
     );
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut seqs = Vec::new();
-                for i in 0..50 {
-                    let k = Key::new("t", t.to_string(), i.to_string());
-                    seqs.push(log.put(k, vec![t as u8; 10]).unwrap().seq);
-                }
-                seqs
-            })
-        })
-        .collect();
-    let mut all: Vec<u64> = threads
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let mut all = append_from_8_threads(&log, true);
     all.sort();
     assert_eq!(all, (1..=400).collect::<Vec<_>>());
     let report = log.verify().unwrap();
@@ -515,27 +527,7 @@ fn only_durable_commits_wait_for_appenders() {
     for durable in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path().join("log.redb")).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for i in 0..50 {
-                        let write = Write::put(
-                            Key::new("t", t.to_string(), i.to_string()),
-                            vec![t as u8; 10],
-                        );
-                        if durable {
-                            log.append(vec![write]).unwrap();
-                        } else {
-                            log.append_unsynced(vec![write]).unwrap();
-                        }
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
+        append_from_8_threads(&log, durable);
         let stats = log.commit_stats();
         assert_eq!(stats.batches, 400);
         assert!(stats.commits < stats.batches, "appends shared commits");

@@ -312,8 +312,8 @@ struct Pair<'p> {
     merchant: Merchant,
     proxy: Option<&'p CountingProxy>,
     wire_before: Option<u64>,
-    status_before: Option<till_vss::replica::ReplicatorStatus>,
-    commits_before: Option<till_log::CommitStats>,
+    /// A till's replicator status and log commit counts when counting started.
+    status_before: Option<(till_vss::replica::ReplicatorStatus, till_log::CommitStats)>,
     latencies: Vec<Duration>,
     /// Time spent creating invoices, and waiting for the merchant to count a payment received
     /// after the customer saw it succeed, in the sequential payments.
@@ -345,11 +345,7 @@ impl<'p> Pair<'p> {
         wait_success(&customer, &warm);
         merchant.wait_received(&warm);
         let status_before = match &merchant {
-            Merchant::Till { handle, .. } => Some(handle.status()),
-            Merchant::Ldk(_) => None,
-        };
-        let commits_before = match &merchant {
-            Merchant::Till { log, .. } => Some(log.commit_stats()),
+            Merchant::Till { handle, log, .. } => Some((handle.status(), log.commit_stats())),
             Merchant::Ldk(_) => None,
         };
         Pair {
@@ -359,7 +355,6 @@ impl<'p> Pair<'p> {
             wire_before: proxy.map(CountingProxy::uploaded),
             proxy,
             status_before,
-            commits_before,
             latencies: Vec::new(),
             invoicing: Duration::ZERO,
             receiving: Duration::ZERO,
@@ -376,9 +371,8 @@ impl<'p> Pair<'p> {
         let started = Instant::now();
         for _ in 0..n {
             let cycle = Instant::now();
-            let t = Instant::now();
             let invoice = self.merchant.invoice(PAYMENT_MSAT);
-            self.invoicing += t.elapsed();
+            self.invoicing += cycle.elapsed();
             let t = Instant::now();
             self.customer.bolt11_payment().send(&invoice, None).unwrap();
             wait_success(&self.customer, &invoice);
@@ -417,9 +411,10 @@ impl<'p> Pair<'p> {
         let wire = self
             .wire_before
             .map(|b| (self.proxy.unwrap().uploaded() - b) as f64 / total);
-        let (values, uploads, followers) = match (&self.merchant, self.status_before) {
-            (Merchant::Till { handle, .. }, Some(before)) => {
+        let (values, uploads, followers, commits) = match (&self.merchant, self.status_before) {
+            (Merchant::Till { handle, log, .. }, Some((before, commits_before))) => {
                 let now = handle.status();
+                let commits_now = log.commit_stats();
                 (
                     Some((now.bytes_uploaded - before.bytes_uploaded) as f64 / total),
                     Some((now.uploads - before.uploads) as f64 / total),
@@ -427,19 +422,13 @@ impl<'p> Pair<'p> {
                         (now.followers_landed - before.followers_landed) as f64 / total,
                         (now.followers_refused - before.followers_refused) as f64 / total,
                     )),
+                    Some((
+                        (commits_now.commits - commits_before.commits) as f64 / total,
+                        (commits_now.gathers - commits_before.gathers) as f64 / total,
+                    )),
                 )
             }
-            _ => (None, None, None),
-        };
-        let commits = match (&self.merchant, self.commits_before) {
-            (Merchant::Till { log, .. }, Some(before)) => {
-                let now = log.commit_stats();
-                Some((
-                    (now.commits - before.commits) as f64 / total,
-                    (now.gathers - before.gathers) as f64 / total,
-                ))
-            }
-            _ => None,
+            _ => (None, None, None, None),
         };
         self.merchant.stop();
         self.latencies.sort();
