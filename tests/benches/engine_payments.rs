@@ -27,7 +27,10 @@
 //! held back for more appenders.
 //! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
 //! counts (default 40 and 20);
-//! `TILL_BENCH_KEEP=1` keeps the till's files and prints where.
+//! `TILL_BENCH_RTT_MS` (default 0, plain loopback) puts that many milliseconds of round trip
+//! between the merchants and the server, in the counting proxies, as a server across a network
+//! would; (b) has no server and does not pay it.
+//! `TILL_BENCH_KEEP=1` keeps the merchants' files (logs included) and prints where.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -235,7 +238,16 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorCo
 }
 
 fn ldk_merchant(chain: &TestChain, vss: Option<(&str, &str)>) -> Merchant {
-    let storage = tempfile::tempdir().unwrap();
+    // TILL_BENCH_KEEP keeps ldk-node's files too (its log, `logs/ldk_node.log`), to compare.
+    let keep = std::env::var_os("TILL_BENCH_KEEP").is_some();
+    let storage = tempfile::Builder::new()
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        let store = if vss.is_some() { "(c)" } else { "(b)" };
+        println!("{store} keeps its files in {}", storage.path().display());
+    }
     let listen = free_address();
     let builder = node_builder(chain, storage.path(), &listen);
     let node = match vss {
@@ -511,10 +523,11 @@ fn main() {
     let a1_token = add_user(&bin, &store, "till-one-in-flight");
     let ldk_token = add_user(&bin, &store, "ldk");
     let server = TillServer::start(&bin, store, &[]);
-    let till_proxy = CountingProxy::start(server.addr());
-    let a0_proxy = CountingProxy::start(server.addr());
-    let a1_proxy = CountingProxy::start(server.addr());
-    let ldk_proxy = CountingProxy::start(server.addr());
+    // 0 (the default) is plain loopback; more puts that round trip between the merchants and
+    // the server, as a server across a network would.
+    let round_trip = Duration::from_millis(env_count("TILL_BENCH_RTT_MS", 0) as u64);
+    let proxy = || CountingProxy::with_round_trip(server.addr(), round_trip);
+    let (till_proxy, a0_proxy, a1_proxy, ldk_proxy) = (proxy(), proxy(), proxy(), proxy());
     let chain = TestChain::start();
 
     let rounds = env_count("TILL_BENCH_ROUNDS", 4).clamp(1, payments.max(1));
@@ -588,8 +601,16 @@ fn main() {
 
     println!();
     println!(
-        "engine_payments: a customer (ldk-node, SQLite) pays each merchant {} msat; {payments} sequential + {rounds} bursts of {burst}, in {rounds} interleaved rounds; loopback, release till-server (redb)",
-        PAYMENT_MSAT
+        "engine_payments: a customer (ldk-node, SQLite) pays each merchant {} msat; {payments} sequential + {rounds} bursts of {burst}, in {rounds} interleaved rounds; {}, release till-server (redb)",
+        PAYMENT_MSAT,
+        if round_trip.is_zero() {
+            "loopback".to_owned()
+        } else {
+            format!(
+                "loopback + {} ms round trip to the server",
+                round_trip.as_millis()
+            )
+        }
     );
     println!(
         "{:<34} {:>8} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",

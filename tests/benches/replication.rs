@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use till_log::{DeviceId, Durability, Key, Log, LogOptions, Write};
 use till_tests::replication::client;
 use till_tests::server::{StoreArg, TillServer, add_user, release_server};
+use till_tests::vss_conformance::{VssApi, VssClientNgApi};
 use till_vss::replica::{
     BackupKeys, Remote, Replica, Replicator, ReplicatorConfig, ReplicatorHandle, restore,
 };
+use till_vss::{KeyValue, PutObjectRequest};
 
 const VALUE_LEN: usize = 256;
 
@@ -96,6 +98,50 @@ fn latency(m: &Master, writers: usize, per: usize) -> (Vec<Duration>, Duration) 
     (all, start.elapsed())
 }
 
+/// One waited write at a time, as a channel-state write in a till: Till appends unsynced and
+/// waits for the replicator (`till`), against one put of the same bytes from `vss-client-ng`,
+/// the client ldk-node's VSS store uses (`put`), interleaved. Returns (till, put, till append).
+fn one_waited_write(
+    m: &Master,
+    ng: &VssClientNgApi,
+    rt: &tokio::runtime::Handle,
+    len: usize,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
+    let (mut till, mut put, mut append) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let value = vec![(i % 251) as u8; len];
+        let t = Instant::now();
+        let seq = m
+            .log
+            .append_unsynced(vec![Write::put(
+                Key::new("bench", "waited", format!("k{}", i % 8)),
+                value.clone(),
+            )])
+            .unwrap()
+            .head_seq;
+        append.push(t.elapsed());
+        m.handle
+            .wait_durable_blocking(seq, Some(Duration::from_secs(60)))
+            .unwrap();
+        till.push(t.elapsed());
+
+        let request = PutObjectRequest {
+            store_id: "ng-bench".into(),
+            global_version: None,
+            transaction_items: vec![KeyValue::new(format!("k{}", i % 8), -1, value)],
+            delete_items: Vec::new(),
+        };
+        let t = Instant::now();
+        rt.block_on(ng.put(request)).unwrap();
+        put.push(t.elapsed());
+    }
+    for v in [&mut till, &mut put, &mut append] {
+        v.sort();
+    }
+    (till, put, append)
+}
+
 async fn restore_time(url: &str, token: &str, secret: [u8; 32]) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path().join("restored.redb")).unwrap();
@@ -147,6 +193,44 @@ async fn main() {
             status.uploads as f64 / elapsed.as_secs_f64(),
             status.events_shipped as f64 / status.uploads.max(1) as f64
         );
+    }
+
+    println!();
+    println!(
+        "one waited write at a time: till (append unsynced + wait durable) vs one put from vss-client-ng (ldk-node's client)"
+    );
+    println!(
+        "{:>8} | {:>10} | {:>10} | {:>10} | {:>10} | {:>12} | {:>10}",
+        "bytes", "till p50", "put p50", "till/put", "till p90", "put p90", "append p50"
+    );
+    let ng = Arc::new(VssClientNgApi::new(&url, &token));
+    for len in [512usize, 8_192] {
+        let m = Arc::new(
+            master(
+                &url,
+                &token,
+                rand::random(),
+                ReplicatorConfig::default(),
+                Durability::Durable,
+            )
+            .await,
+        );
+        let (m2, ng2, rt) = (m.clone(), ng.clone(), tokio::runtime::Handle::current());
+        let n = if quick { 10 } else { 400 };
+        let (till, put, append) =
+            tokio::task::spawn_blocking(move || one_waited_write(&m2, &ng2, &rt, len, n))
+                .await
+                .unwrap();
+        println!(
+            "{len:>8} | {:>10.3} | {:>10.3} | {:>9.2}x | {:>10.3} | {:>12.3} | {:>10.3}",
+            pct(&till, 0.5),
+            pct(&put, 0.5),
+            pct(&till, 0.5) / pct(&put, 0.5),
+            pct(&till, 0.9),
+            pct(&put, 0.9),
+            pct(&append, 0.5)
+        );
+        m.handle.stop();
     }
 
     println!();

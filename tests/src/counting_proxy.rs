@@ -1,12 +1,15 @@
 //! A loopback TCP proxy that counts the bytes each way, to measure what a client uploads to a
-//! server on the wire (HTTP framing included). It runs on its own runtime, so synchronous callers
-//! (ldk-node's blocking API, benchmarks) can use it.
+//! server on the wire (HTTP framing included). It can also delay every byte by a fixed time each
+//! way, as a network with that round trip would. It runs on its own runtime, so synchronous
+//! callers (ldk-node's blocking API, benchmarks) can use it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 /// A running proxy in front of `upstream`; stops when dropped.
 pub struct CountingProxy {
@@ -19,6 +22,15 @@ pub struct CountingProxy {
 impl CountingProxy {
     /// Starts a proxy on a free loopback port, forwarding to `upstream` (`host:port`).
     pub fn start(upstream: &str) -> CountingProxy {
+        CountingProxy::with_round_trip(upstream, Duration::ZERO)
+    }
+
+    /// Like [`CountingProxy::start`], holding every byte back half of `round_trip` each way, so
+    /// a request and its answer take `round_trip` longer, as over a network that far away
+    /// (the bytes keep their order; the line itself is never the bottleneck). Tokio's timer
+    /// rounds each delay up to the next millisecond.
+    pub fn with_round_trip(upstream: &str, round_trip: Duration) -> CountingProxy {
+        let one_way = round_trip / 2;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -44,7 +56,13 @@ impl CountingProxy {
                         return;
                     };
                     let _ = server.set_nodelay(true);
-                    pump(client, server, up, down).await;
+                    if one_way.is_zero() {
+                        pump(client, server, up, down).await;
+                    } else {
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        tokio::join!(line(cr, sw, up, one_way), line(sr, cw, down, one_way));
+                    }
                 });
             }
         });
@@ -108,4 +126,39 @@ async fn pump(
             }
         }
     }
+}
+
+/// Forwards `from` to `to`, each chunk `delay` after it was read, counting the bytes.
+async fn line(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin + Send + 'static,
+    count: Arc<AtomicU64>,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        count.fetch_add(n as u64, Ordering::SeqCst);
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }

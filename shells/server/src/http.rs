@@ -514,10 +514,12 @@ async fn put_objects(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
                     .collect(),
                 lease,
             };
-            let lease_written = tx.lease.is_some();
+            let header = tx.lease.as_ref().map(|l| l.header);
             match app.store.put(user, tx).await {
                 Ok(()) => {
-                    if lease_written && let Err(e) = app.hub.refresh_master(user).await {
+                    if let Some(header) = header
+                        && let Err(e) = app.hub.head_written(user, &header).await
+                    {
                         eprintln!("till-server: hub: re-reading the lease: {e}");
                     }
                     Ok(PutObjectResponse {})

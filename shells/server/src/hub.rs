@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use till_vss::replica::LeaseState;
+use till_vss::replica::{LeaseHeader, LeaseState};
 use tokio::sync::{mpsc, oneshot};
 
 /// The protocol version every message carries as `v`.
@@ -140,8 +140,30 @@ impl Hub {
         }
     }
 
+    /// After a head write carrying `header`: [`Hub::refresh_master`], unless the header is the
+    /// master the hub knows already (held, same device and epoch). Such a write changes no lease
+    /// that decides the master, and it is every upload of a running master, so it costs no read
+    /// of the leases before the upload is answered.
+    pub(crate) async fn head_written(
+        &self,
+        user: UserId,
+        header: &LeaseHeader,
+    ) -> Result<(), StoreError> {
+        if header.state == LeaseState::Held {
+            let stores = self.stores.lock().unwrap();
+            let known = stores.get(&user).and_then(|s| s.master.as_ref());
+            if known
+                .is_some_and(|m| m.epoch == header.epoch && m.device == header.device.to_string())
+            {
+                return Ok(());
+            }
+        }
+        self.refresh_master(user).await
+    }
+
     /// Re-reads the store's master from its durable leases and, if it changed, tells every
-    /// connected device of the store. Called when a device connects and after every head write.
+    /// connected device of the store. Called when a device connects and after a head write
+    /// that may change it ([`Hub::head_written`]).
     pub(crate) async fn refresh_master(&self, user: UserId) -> Result<(), StoreError> {
         let leases = self.storage.leases(user).await?;
         let master = leases
