@@ -198,16 +198,28 @@ fn wait_success(customer: &TestNode, invoice: &Bolt11Invoice) {
     }
 }
 
-fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorConfig) -> Merchant {
-    // TILL_BENCH_KEEP keeps the till's files (its log, ldk-node's debug log) to study a run.
+/// A merchant's directory. TILL_BENCH_KEEP keeps it (the till's log, ldk-node's debug log) to
+/// study a run, and says where, under `label`.
+fn merchant_dir(label: &str) -> tempfile::TempDir {
     let keep = std::env::var_os("TILL_BENCH_KEEP").is_some();
     let dir = tempfile::Builder::new()
         .disable_cleanup(keep)
         .tempdir()
         .unwrap();
     if keep {
-        println!("(a) keeps its files in {}", dir.path().display());
+        println!("{label} keeps its files in {}", dir.path().display());
     }
+    dir
+}
+
+fn till_merchant(
+    label: &str,
+    chain: &TestChain,
+    url: &str,
+    token: &str,
+    config: ReplicatorConfig,
+) -> Merchant {
+    let dir = merchant_dir(label);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -238,16 +250,7 @@ fn till_merchant(chain: &TestChain, url: &str, token: &str, config: ReplicatorCo
 }
 
 fn ldk_merchant(chain: &TestChain, vss: Option<(&str, &str)>) -> Merchant {
-    // TILL_BENCH_KEEP keeps ldk-node's files too (its log, `logs/ldk_node.log`), to compare.
-    let keep = std::env::var_os("TILL_BENCH_KEEP").is_some();
-    let storage = tempfile::Builder::new()
-        .disable_cleanup(keep)
-        .tempdir()
-        .unwrap();
-    if keep {
-        let store = if vss.is_some() { "(c)" } else { "(b)" };
-        println!("{store} keeps its files in {}", storage.path().display());
-    }
+    let storage = merchant_dir(if vss.is_some() { "(c)" } else { "(b)" });
     let listen = free_address();
     let builder = node_builder(chain, storage.path(), &listen);
     let node = match vss {
@@ -543,6 +546,7 @@ fn main() {
             "(a) Till: log + remote barrier",
             &chain,
             till_merchant(
+                "(a)",
                 &chain,
                 &url(&till_proxy),
                 &till_token,
@@ -555,6 +559,7 @@ fn main() {
             "(a0) Till, linger 0",
             &chain,
             till_merchant(
+                "(a0)",
                 &chain,
                 &url(&a0_proxy),
                 &a0_token,
@@ -570,6 +575,7 @@ fn main() {
             "(a1) Till, one upload in flight",
             &chain,
             till_merchant(
+                "(a1)",
                 &chain,
                 &url(&a1_proxy),
                 &a1_token,
