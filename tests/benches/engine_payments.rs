@@ -31,9 +31,13 @@
 //! between the merchants and the server, in the counting proxies, as a server across a network
 //! would; (b) has no server and does not pay it.
 //! `TILL_BENCH_KEEP=1` keeps the merchants' files (logs included) and prints where.
+//! `TILL_BENCH_PAIRS` (comma-separated labels, default `a,a0,a1,b,c`) runs only those pairs, to
+//! spend a long run on the comparison that matters; the channel grows to hold every payment.
+//! The ldk-node merchants handle their events on a thread of their own, as an app would and as
+//! Till's engine does inside; the bench waits for their `PaymentReceived` without polling.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ldk_node::bitcoin::secp256k1::PublicKey;
@@ -54,37 +58,92 @@ use till_tests::ldk::{
 use till_tests::server::{StoreArg, TillServer, add_user, release_server};
 use till_vss::replica::{Replica, Replicator, ReplicatorConfig, ReplicatorHandle};
 
-const CAPACITY_SATS: u64 = 2_000_000;
+/// The smallest channel; longer runs get one that holds all their payments.
+const MIN_CAPACITY_SATS: u64 = 2_000_000;
+/// The largest channel LDK opens without large-channel support.
+const MAX_CAPACITY_SATS: u64 = 16_000_000;
 // Small enough that a few hundred payments per pair fit in the channel.
 const PAYMENT_MSAT: u64 = 1_000_000;
 const MERCHANT_RESERVE: Amount = Amount::from_sat(100_000);
-const CUSTOMER_FUNDING: Amount = Amount::from_sat(3_000_000);
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The merchant under test.
 enum Merchant {
     Till {
-        node: Node,
+        node: Box<Node>,
         handle: ReplicatorHandle,
         log: Arc<Log>,
         listen: SocketAddress,
         _dir: tempfile::TempDir,
     },
-    Ldk(TestNode),
+    Ldk(LdkMerchant),
+}
+
+/// An ldk-node merchant: its events are handled on a thread of their own, as an app built on
+/// ldk-node would (Till's engine does the same inside), so the bench only waits to hear that a
+/// payment was received.
+struct LdkMerchant {
+    node: Arc<TestNode>,
+    received: Arc<Received>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    events: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The payment hashes of the `PaymentReceived` events an [`LdkMerchant`] handled.
+#[derive(Default)]
+struct Received {
+    hashes: Mutex<HashSet<[u8; 32]>>,
+    arrived: Condvar,
+}
+
+impl LdkMerchant {
+    fn new(node: TestNode) -> Self {
+        let node = Arc::new(node);
+        let received = Arc::new(Received::default());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let events = {
+            let (node, received) = (Arc::clone(&node), Arc::clone(&received));
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                // `event_handled` blocks on ldk-node's runtime: it is called outside this one.
+                while let Some(event) = runtime.block_on(async {
+                    tokio::select! {
+                        event = node.next_event_async() => Some(event),
+                        _ = &mut stopped => None,
+                    }
+                }) {
+                    node.event_handled().unwrap();
+                    if let Event::PaymentReceived { payment_hash, .. } = event {
+                        received.hashes.lock().unwrap().insert(payment_hash.0);
+                        received.arrived.notify_all();
+                    }
+                }
+            })
+        };
+        Self {
+            node,
+            received,
+            stop: Some(stop),
+            events: Some(events),
+        }
+    }
 }
 
 impl Merchant {
     fn node_id(&self) -> PublicKey {
         match self {
             Merchant::Till { node, .. } => node.info().node_id,
-            Merchant::Ldk(n) => n.node_id(),
+            Merchant::Ldk(m) => m.node.node_id(),
         }
     }
 
     fn listen(&self) -> SocketAddress {
         match self {
             Merchant::Till { listen, .. } => listen.clone(),
-            Merchant::Ldk(n) => n.listen.clone(),
+            Merchant::Ldk(m) => m.node.listen.clone(),
         }
     }
 
@@ -98,8 +157,8 @@ impl Merchant {
                     node.balances().onchain_spendable_sats >= MERCHANT_RESERVE.to_sat()
                 });
             }
-            Merchant::Ldk(n) => {
-                fund_node(chain, n, MERCHANT_RESERVE);
+            Merchant::Ldk(m) => {
+                fund_node(chain, &m.node, MERCHANT_RESERVE);
             }
         }
     }
@@ -107,17 +166,14 @@ impl Merchant {
     fn sync(&self) {
         match self {
             Merchant::Till { node, .. } => node.sync().unwrap(),
-            Merchant::Ldk(n) => n.sync_wallets().unwrap(),
+            Merchant::Ldk(m) => m.node.sync_wallets().unwrap(),
         }
     }
 
     fn usable(&self) -> bool {
         let channels = match self {
             Merchant::Till { node, .. } => node.channels(),
-            Merchant::Ldk(n) => {
-                drain(n);
-                n.list_channels()
-            }
+            Merchant::Ldk(m) => m.node.list_channels(),
         };
         !channels.is_empty() && channels.iter().all(|c| c.is_usable)
     }
@@ -129,10 +185,11 @@ impl Merchant {
                     .unwrap()
                     .invoice
             }
-            Merchant::Ldk(n) => {
+            Merchant::Ldk(m) => {
                 let description =
                     Bolt11InvoiceDescription::Direct(Description::new("bench".to_owned()).unwrap());
-                n.bolt11_payment()
+                m.node
+                    .bolt11_payment()
                     .receive(amount_msat, &description, 3600)
                     .unwrap()
             }
@@ -147,30 +204,34 @@ impl Merchant {
                 let paid = node.wait_payment(&id, WAIT).unwrap();
                 assert_eq!(paid.status, PaymentStatus::Succeeded);
             }
-            Merchant::Ldk(n) => {
-                let deadline = Instant::now() + WAIT;
-                loop {
-                    drain(n);
-                    if n.payment(&id)
-                        .is_some_and(|p| p.status == PaymentStatus::Succeeded)
-                    {
-                        return;
-                    }
-                    assert!(Instant::now() < deadline, "the merchant never got paid");
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+            Merchant::Ldk(m) => {
+                let hashes = m.received.hashes.lock().unwrap();
+                let (mut hashes, waited) = m
+                    .received
+                    .arrived
+                    .wait_timeout_while(hashes, WAIT, |h| !h.contains(&id.0))
+                    .unwrap();
+                assert!(!waited.timed_out(), "the merchant never got paid");
+                hashes.remove(&id.0);
+                drop(hashes);
+                let paid = m.node.payment(&id).expect("a received payment is recorded");
+                assert_eq!(paid.status, PaymentStatus::Succeeded);
             }
         }
     }
 
-    fn stop(&self) {
+    fn stop(&mut self) {
         match self {
             Merchant::Till { node, handle, .. } => {
                 node.stop().unwrap();
                 handle.stop();
             }
-            Merchant::Ldk(n) => {
-                let _ = n.stop();
+            Merchant::Ldk(m) => {
+                let _ = m.stop.take().map(|stop| stop.send(()));
+                if let Some(events) = m.events.take() {
+                    events.join().unwrap();
+                }
+                let _ = m.node.stop();
             }
         }
     }
@@ -241,7 +302,7 @@ fn till_merchant(
     let node = Node::build(config, &keys, store).unwrap();
     node.start().unwrap();
     Merchant::Till {
-        node,
+        node: Box::new(node),
         handle,
         log,
         listen,
@@ -263,15 +324,22 @@ fn ldk_merchant(chain: &TestChain, vss: Option<(&str, &str)>) -> Merchant {
         }
     };
     node.start().unwrap();
-    Merchant::Ldk(TestNode::new(node, "merchant", listen, storage))
+    Merchant::Ldk(LdkMerchant::new(TestNode::new(
+        node, "merchant", listen, storage,
+    )))
 }
 
-fn open(chain: &TestChain, customer: &TestNode, merchant: &Merchant) -> UserChannelId {
+fn open(
+    chain: &TestChain,
+    customer: &TestNode,
+    merchant: &Merchant,
+    capacity_sats: u64,
+) -> UserChannelId {
     let id = customer
         .open_channel(
             merchant.node_id(),
             merchant.listen(),
-            CAPACITY_SATS,
+            capacity_sats,
             None,
             None,
         )
@@ -292,6 +360,8 @@ fn open(chain: &TestChain, customer: &TestNode, merchant: &Merchant) -> UserChan
 }
 
 struct Row {
+    /// `a`, `a0`, `a1`, `b` or `c`.
+    label: &'static str,
     name: &'static str,
     p50_ms: f64,
     p99_ms: f64,
@@ -311,6 +381,8 @@ struct Row {
     mean_receive_ms: f64,
     /// Each sequential payment whole, in seconds.
     cycles: Vec<f64>,
+    /// Each burst's time, in seconds.
+    bursts: Vec<f64>,
     /// The till's log: commits, and commits whose leader waited for more appenders, per payment.
     commits_per_payment: Option<(f64, f64)>,
 }
@@ -322,6 +394,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 /// A customer with a channel to one merchant, and what its payments measured so far.
 struct Pair<'p> {
+    label: &'static str,
     name: &'static str,
     customer: TestNode,
     merchant: Merchant,
@@ -340,21 +413,28 @@ struct Pair<'p> {
     round_pps: Vec<f64>,
     burst_count: usize,
     burst_elapsed: Duration,
+    /// Each burst's time, in seconds.
+    bursts: Vec<f64>,
 }
 
 impl<'p> Pair<'p> {
     /// Funds both sides, opens the channel and makes one warm-up payment (first route, first
     /// HTLC); counting starts after it.
     fn new(
-        name: &'static str,
+        (label, name): (&'static str, &'static str),
         chain: &TestChain,
         merchant: Merchant,
         proxy: Option<&'p CountingProxy>,
+        capacity_sats: u64,
     ) -> Self {
         let customer = start_node(chain, "customer");
-        fund_node(chain, &customer, CUSTOMER_FUNDING);
+        fund_node(
+            chain,
+            &customer,
+            Amount::from_sat(capacity_sats + 1_000_000),
+        );
         merchant.fund(chain);
-        open(chain, &customer, &merchant);
+        open(chain, &customer, &merchant, capacity_sats);
         let warm = merchant.invoice(PAYMENT_MSAT);
         customer.bolt11_payment().send(&warm, None).unwrap();
         wait_success(&customer, &warm);
@@ -364,6 +444,7 @@ impl<'p> Pair<'p> {
             Merchant::Ldk(_) => None,
         };
         Pair {
+            label,
             name,
             customer,
             merchant,
@@ -378,6 +459,7 @@ impl<'p> Pair<'p> {
             round_pps: Vec::new(),
             burst_count: 0,
             burst_elapsed: Duration::ZERO,
+            bursts: Vec::new(),
         }
     }
 
@@ -414,7 +496,9 @@ impl<'p> Pair<'p> {
         for invoice in &invoices {
             wait_success(&self.customer, invoice);
         }
-        self.burst_elapsed += started.elapsed();
+        let elapsed = started.elapsed();
+        self.burst_elapsed += elapsed;
+        self.bursts.push(elapsed.as_secs_f64());
         self.burst_count += n;
         for invoice in &invoices {
             self.merchant.wait_received(invoice);
@@ -465,6 +549,8 @@ impl<'p> Pair<'p> {
             uploads_per_payment: uploads,
             followers_per_payment: followers,
             round_pps: self.round_pps,
+            bursts: self.bursts,
+            label: self.label,
         }
     }
 }
@@ -484,9 +570,9 @@ fn measure(pairs: &mut [Pair<'_>], payments: usize, burst: usize, rounds: usize)
     }
 }
 
-/// A 95% bootstrap interval for the sequential throughput of `a` over that of `c` (the mean
-/// payment time of `c` over that of `a`), resampling each store's payments, and the share of
-/// the resamples in which `a` is at least as fast.
+/// A 95% bootstrap interval for the throughput of `a` over that of `c` (the mean time of `c`'s
+/// samples over that of `a`'s: single payments, or bursts of the same size), resampling each
+/// store's samples, and the share of the resamples in which `a` is at least as fast.
 fn throughput_ratio_interval(a: &[f64], c: &[f64]) -> (f64, f64, f64) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
@@ -520,9 +606,46 @@ fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The pairs `TILL_BENCH_PAIRS` names (comma-separated labels; default all five).
+fn chosen_pairs() -> Vec<&'static str> {
+    const ALL: [&str; 5] = ["a", "a0", "a1", "b", "c"];
+    match std::env::var("TILL_BENCH_PAIRS") {
+        Err(_) => ALL.to_vec(),
+        Ok(list) => {
+            let chosen: Vec<&'static str> = ALL
+                .into_iter()
+                .filter(|label| list.split(',').any(|l| l.trim() == *label))
+                .collect();
+            for l in list.split(',').map(str::trim) {
+                assert!(
+                    ALL.contains(&l),
+                    "TILL_BENCH_PAIRS: unknown pair {l:?}; the pairs are a, a0, a1, b and c"
+                );
+            }
+            assert!(!chosen.is_empty(), "TILL_BENCH_PAIRS names no pair");
+            chosen
+        }
+    }
+}
+
+/// A channel that holds `payments` payments with a quarter to spare, within LDK's limit.
+fn capacity_for(payments: usize) -> u64 {
+    let needed = payments as u64 * PAYMENT_MSAT / 1000;
+    let capacity = (needed + needed / 4 + 200_000).max(MIN_CAPACITY_SATS);
+    assert!(
+        capacity <= MAX_CAPACITY_SATS,
+        "{payments} payments per pair of {PAYMENT_MSAT} msat do not fit in one channel; \
+         use fewer (TILL_BENCH_PAYMENTS, TILL_BENCH_BURST, TILL_BENCH_ROUNDS)"
+    );
+    capacity
+}
+
 fn main() {
     let payments = env_count("TILL_BENCH_PAYMENTS", 40);
     let burst = env_count("TILL_BENCH_BURST", 20);
+    let rounds = env_count("TILL_BENCH_ROUNDS", 4).clamp(1, payments.max(1));
+    let chosen = chosen_pairs();
+    let capacity = capacity_for(payments + rounds * burst + 1);
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let store = StoreArg::DataDir(dir.path().join("server"));
@@ -539,81 +662,78 @@ fn main() {
     let (till_proxy, a0_proxy, a1_proxy, ldk_proxy) = (proxy(), proxy(), proxy(), proxy());
     let chain = TestChain::start();
 
-    let rounds = env_count("TILL_BENCH_ROUNDS", 4).clamp(1, payments.max(1));
     let url = |proxy: &CountingProxy| format!("http://{}/vss", proxy.addr());
-    let mut pairs = vec![
-        Pair::new(
-            "(a) Till: log + remote barrier",
-            &chain,
-            till_merchant(
-                "(a)",
+    let till = |label: &'static str, proxy: &CountingProxy, token: &str, config| {
+        till_merchant(label, &chain, &url(proxy), token, config)
+    };
+    let mut pairs = Vec::new();
+    for label in &chosen {
+        let pair = match *label {
+            "a" => Pair::new(
+                ("a", "(a) Till: log + remote barrier"),
                 &chain,
-                &url(&till_proxy),
-                &till_token,
-                ReplicatorConfig::default(),
+                till("(a)", &till_proxy, &till_token, ReplicatorConfig::default()),
+                Some(&till_proxy),
+                capacity,
             ),
-            Some(&till_proxy),
-        ),
-        // The same with every event shipped at once: what lingering saves.
-        Pair::new(
-            "(a0) Till, linger 0",
-            &chain,
-            till_merchant(
-                "(a0)",
+            // The same with every event shipped at once: what lingering saves.
+            "a0" => Pair::new(
+                ("a0", "(a0) Till, linger 0"),
                 &chain,
-                &url(&a0_proxy),
-                &a0_token,
-                ReplicatorConfig {
-                    linger: Duration::ZERO,
-                    ..ReplicatorConfig::default()
-                },
+                till(
+                    "(a0)",
+                    &a0_proxy,
+                    &a0_token,
+                    ReplicatorConfig {
+                        linger: Duration::ZERO,
+                        ..ReplicatorConfig::default()
+                    },
+                ),
+                Some(&a0_proxy),
+                capacity,
             ),
-            Some(&a0_proxy),
-        ),
-        // The same with one upload in flight at most: what pipelining saves.
-        Pair::new(
-            "(a1) Till, one upload in flight",
-            &chain,
-            till_merchant(
-                "(a1)",
+            // The same with one upload in flight at most: what pipelining saves.
+            "a1" => Pair::new(
+                ("a1", "(a1) Till, one upload in flight"),
                 &chain,
-                &url(&a1_proxy),
-                &a1_token,
-                ReplicatorConfig {
-                    pipeline: false,
-                    ..ReplicatorConfig::default()
-                },
+                till(
+                    "(a1)",
+                    &a1_proxy,
+                    &a1_token,
+                    ReplicatorConfig {
+                        pipeline: false,
+                        ..ReplicatorConfig::default()
+                    },
+                ),
+                Some(&a1_proxy),
+                capacity,
             ),
-            Some(&a1_proxy),
-        ),
-        Pair::new(
-            "(b) ldk-node, SQLite",
-            &chain,
-            ldk_merchant(&chain, None),
-            None,
-        ),
-        Pair::new(
-            "(c) ldk-node, VSS on till-server",
-            &chain,
-            ldk_merchant(&chain, Some((&url(&ldk_proxy), &ldk_token))),
-            Some(&ldk_proxy),
-        ),
-    ];
+            "b" => Pair::new(
+                ("b", "(b) ldk-node, SQLite"),
+                &chain,
+                ldk_merchant(&chain, None),
+                None,
+                capacity,
+            ),
+            _ => Pair::new(
+                ("c", "(c) ldk-node, VSS on till-server"),
+                &chain,
+                ldk_merchant(&chain, Some((&url(&ldk_proxy), &ldk_token))),
+                Some(&ldk_proxy),
+                capacity,
+            ),
+        };
+        pairs.push(pair);
+    }
     measure(&mut pairs, payments, burst, rounds);
     // Let the last commitment dances and background persistence settle before counting bytes.
     std::thread::sleep(Duration::from_millis(500));
-    let mut rows = pairs.into_iter().map(Pair::finish);
-    let (a, a0, a1, b, c) = (
-        rows.next().unwrap(),
-        rows.next().unwrap(),
-        rows.next().unwrap(),
-        rows.next().unwrap(),
-        rows.next().unwrap(),
-    );
+    let rows: Vec<Row> = pairs.into_iter().map(Pair::finish).collect();
+    let row = |label: &str| rows.iter().find(|r| r.label == label);
 
     println!();
     println!(
-        "engine_payments: a customer (ldk-node, SQLite) pays each merchant {} msat; {payments} sequential + {rounds} bursts of {burst}, in {rounds} interleaved rounds; {}, release till-server (redb)",
+        "engine_payments: a customer (ldk-node, SQLite) pays each merchant {} msat over a {capacity} sat channel; {payments} sequential + {rounds} bursts of {burst}, in {rounds} interleaved rounds; {}, release till-server (redb)",
         PAYMENT_MSAT,
         if round_trip.is_zero() {
             "loopback".to_owned()
@@ -636,7 +756,7 @@ fn main() {
         "uploads/pay"
     );
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-    for row in [&a, &a0, &a1, &b, &c] {
+    for row in &rows {
         println!(
             "{:<34} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>12} {:>12} {:>12}",
             row.name,
@@ -652,62 +772,82 @@ fn main() {
     println!(
         "sequential payments, mean ms: invoice + send until the customer's success + until the merchant counts it received"
     );
-    for row in [&a, &a0, &a1, &b, &c] {
+    for row in &rows {
         println!(
             "{:<34} {:>8.1} + {:>8.1} + {:>8.1}",
             row.name, row.mean_invoice_ms, row.mean_latency_ms, row.mean_receive_ms
         );
     }
-    println!(
-        "ratios: a/b p50 latency {:.2}x, a/b p99 latency {:.2}x; a/c p50 latency {:.2}x; a/c throughput {:.2}x sequential, {:.2}x burst; a/c wire bytes per payment {:.2}x",
-        a.p50_ms / b.p50_ms,
-        a.p99_ms / b.p99_ms,
-        a.p50_ms / c.p50_ms,
-        a.seq_pps / c.seq_pps,
-        a.burst_pps / c.burst_pps,
-        a.wire_up_per_payment.unwrap() / c.wire_up_per_payment.unwrap()
-    );
-    let per_round: Vec<f64> = a
-        .round_pps
-        .iter()
-        .zip(&c.round_pps)
-        .map(|(a, c)| a / c)
-        .collect();
-    println!(
-        "a/c sequential throughput per round: {} (median {:.2}x)",
-        per_round
-            .iter()
-            .map(|r| format!("{r:.2}x"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        median(per_round.clone())
-    );
-    let (low, high, at_least) = throughput_ratio_interval(&a.cycles, &c.cycles);
-    println!(
-        "a/c sequential throughput 95% interval (bootstrap over {} and {} payments): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
-        a.cycles.len(),
-        c.cycles.len(),
-        at_least * 100.0
-    );
-    println!(
-        "lingering: a/a0 uploads per payment {:.2}x, p50 latency {:.2}x, sequential throughput {:.2}x",
-        a.uploads_per_payment.unwrap() / a0.uploads_per_payment.unwrap(),
-        a.p50_ms / a0.p50_ms,
-        a.seq_pps / a0.seq_pps
-    );
-    let (landed, refused) = a.followers_per_payment.unwrap();
-    println!(
-        "pipelining: a/a1 p50 latency {:.2}x, sequential throughput {:.2}x, burst throughput {:.2}x; (a) uploads sent behind one in flight per payment: {landed:.2} landed, {refused:.2} refused",
-        a.p50_ms / a1.p50_ms,
-        a.seq_pps / a1.seq_pps,
-        a.burst_pps / a1.burst_pps
-    );
-    for row in [&a, &a0, &a1] {
-        let (commits, gathers) = row.commits_per_payment.unwrap();
+    if let (Some(a), Some(b)) = (row("a"), row("b")) {
         println!(
-            "{}: log commits per payment {commits:.1}, of which a leader held back for more appenders {gathers:.2}",
-            row.name
+            "ratios: a/b p50 latency {:.2}x, a/b p99 latency {:.2}x",
+            a.p50_ms / b.p50_ms,
+            a.p99_ms / b.p99_ms,
         );
+    }
+    if let (Some(a), Some(c)) = (row("a"), row("c")) {
+        println!(
+            "ratios: a/c p50 latency {:.2}x, p99 latency {:.2}x; a/c throughput {:.2}x sequential, {:.2}x burst; a/c wire bytes per payment {:.2}x",
+            a.p50_ms / c.p50_ms,
+            a.p99_ms / c.p99_ms,
+            a.seq_pps / c.seq_pps,
+            a.burst_pps / c.burst_pps,
+            a.wire_up_per_payment.unwrap() / c.wire_up_per_payment.unwrap()
+        );
+        let per_round: Vec<f64> = a
+            .round_pps
+            .iter()
+            .zip(&c.round_pps)
+            .map(|(a, c)| a / c)
+            .collect();
+        println!(
+            "a/c sequential throughput per round: {} (median {:.2}x)",
+            per_round
+                .iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            median(per_round.clone())
+        );
+        let (low, high, at_least) = throughput_ratio_interval(&a.cycles, &c.cycles);
+        println!(
+            "a/c sequential throughput 95% interval (bootstrap over {} and {} payments): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
+            a.cycles.len(),
+            c.cycles.len(),
+            at_least * 100.0
+        );
+        let (low, high, at_least) = throughput_ratio_interval(&a.bursts, &c.bursts);
+        println!(
+            "a/c burst throughput 95% interval (bootstrap over {} and {} bursts): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
+            a.bursts.len(),
+            c.bursts.len(),
+            at_least * 100.0
+        );
+    }
+    if let (Some(a), Some(a0)) = (row("a"), row("a0")) {
+        println!(
+            "lingering: a/a0 uploads per payment {:.2}x, p50 latency {:.2}x, sequential throughput {:.2}x",
+            a.uploads_per_payment.unwrap() / a0.uploads_per_payment.unwrap(),
+            a.p50_ms / a0.p50_ms,
+            a.seq_pps / a0.seq_pps
+        );
+    }
+    if let (Some(a), Some(a1)) = (row("a"), row("a1")) {
+        let (landed, refused) = a.followers_per_payment.unwrap();
+        println!(
+            "pipelining: a/a1 p50 latency {:.2}x, sequential throughput {:.2}x, burst throughput {:.2}x; (a) uploads sent behind one in flight per payment: {landed:.2} landed, {refused:.2} refused",
+            a.p50_ms / a1.p50_ms,
+            a.seq_pps / a1.seq_pps,
+            a.burst_pps / a1.burst_pps
+        );
+    }
+    for row in &rows {
+        if let Some((commits, gathers)) = row.commits_per_payment {
+            println!(
+                "{}: log commits per payment {commits:.1}, of which a leader held back for more appenders {gathers:.2}",
+                row.name
+            );
+        }
     }
     println!(
         "(total bench time {:.0} s)",
