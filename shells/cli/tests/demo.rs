@@ -1,8 +1,13 @@
 //! `till demo --no-wait --json` runs to completion and its summary shows
-//! every check passing, the point-of-sale sale included.
+//! every check passing, the point-of-sale sale included; then the README's developer tour runs,
+//! command by command as the README writes it, on the demo's restored device.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+/// The README, whose developer tour the test runs.
+const README: &str = include_str!("../../../README.md");
 
 #[test]
 fn the_demo_runs_and_every_check_passes() {
@@ -56,4 +61,148 @@ fn the_demo_runs_and_every_check_passes() {
     assert!(summary["backup"]["events_shipped"].as_u64().unwrap() > 0);
     assert!(summary["backup"]["bytes_uploaded"].as_u64().unwrap() > 0);
     eprintln!("demo: {} s wall, {summary}", started.elapsed().as_secs());
+    readme_tour(workdir.path());
+}
+
+/// One command of the README's developer tour: `till`'s arguments (with `$D` and the README's
+/// paths mapped into this test's directories) and the file its output is redirected to, if any.
+struct TourCommand {
+    line: String,
+    args: Vec<String>,
+    stdout_to: Option<PathBuf>,
+}
+
+/// The developer tour of the README's "Five minutes for a merchant's developer": the demo line
+/// that keeps its files in a workdir, the `D=` line naming the restored device in it, then every
+/// `cargo run -p till -- --data-dir $D ...` line.
+fn tour_commands(workdir: &Path, scratch: &Path) -> Vec<TourCommand> {
+    let section = README
+        .split("## Five minutes for a merchant's developer")
+        .nth(1)
+        .expect("the README has the developer's section");
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the developer's section opens with a sh block");
+    let lines: Vec<&str> = block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    // `demo --workdir W --no-wait` keeps the files in W; `D=W/device-x` names a device in it.
+    let readme_workdir = lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("cargo run -p till -- demo --workdir ")
+                .filter(|rest| rest.ends_with("--no-wait"))
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .expect("the tour runs the demo with --workdir and --no-wait");
+    let device = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("D="))
+        .expect("the tour names its device with D=");
+    let device = device
+        .strip_prefix(readme_workdir)
+        .unwrap_or_else(|| panic!("D={device} is not in the demo's workdir {readme_workdir}"));
+    let device = workdir.join(device.trim_start_matches('/'));
+    let mut commands = Vec::new();
+    for line in lines {
+        let Some(rest) = line.strip_prefix("cargo run -p till -- --data-dir $D ") else {
+            continue;
+        };
+        let mut args = vec!["--data-dir".to_owned(), device.display().to_string()];
+        let mut stdout_to = None;
+        let mut words = rest.split_whitespace();
+        while let Some(word) = words.next() {
+            if word == ">" {
+                let file = words.next().expect("a file after >");
+                stdout_to = Some(scratch.join(file.trim_start_matches('/').replace('/', "_")));
+            } else if let Some(path) = word.strip_prefix("/tmp/") {
+                args.push(scratch.join(path.replace('/', "_")).display().to_string());
+            } else {
+                args.push(word.to_owned());
+            }
+        }
+        commands.push(TourCommand {
+            line: line.to_owned(),
+            args,
+            stdout_to,
+        });
+    }
+    commands
+}
+
+/// Runs the README's developer tour on the demo's files and checks what each command says.
+fn readme_tour(workdir: &Path) {
+    let scratch = tempfile::tempdir().unwrap();
+    let commands = tour_commands(workdir, scratch.path());
+    let subcommands: Vec<&str> = commands.iter().map(|c| c.args[2].as_str()).collect();
+    assert_eq!(
+        subcommands,
+        ["log", "log", "replay", "diff", "audit"],
+        "the tour's commands changed: update this test with them"
+    );
+    let mut events = None;
+    for command in &commands {
+        let o = Command::new(env!("CARGO_BIN_EXE_till"))
+            .args(&command.args)
+            .output()
+            .expect("run till");
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "README: `{}` failed:\n{stdout}\n{stderr}",
+            command.line
+        );
+        if let Some(file) = &command.stdout_to {
+            std::fs::write(file, &o.stdout).unwrap();
+        }
+        let args: Vec<&str> = command.args[2..].iter().map(String::as_str).collect();
+        match args.as_slice() {
+            ["log", "tail", "-n", n] => {
+                let n: usize = n.parse().unwrap();
+                assert_eq!(stdout.lines().count(), n, "`{}`:\n{stdout}", command.line);
+            }
+            ["log", "verify"] => {
+                assert!(stdout.starts_with("ok: "), "`{}`: {stdout}", command.line);
+                let count = stdout["ok: ".len()..].split(' ').next().unwrap();
+                events = Some(count.parse::<usize>().unwrap());
+            }
+            ["replay", "--to-seq", seq, "--out", out] => {
+                assert!(
+                    stdout.contains(&format!("wrote the state at seq {seq}")),
+                    "`{}`: {stdout}",
+                    command.line
+                );
+                assert!(Path::new(out).exists(), "`{}` wrote nothing", command.line);
+            }
+            ["diff", from, to] => assert!(
+                stdout.contains(&format!("changed between seq {from} and seq {to}")),
+                "`{}`: {stdout}",
+                command.line
+            ),
+            ["audit", "export"] => {
+                let file = command
+                    .stdout_to
+                    .as_ref()
+                    .expect("the export goes to a file");
+                let exported = std::fs::read_to_string(file).unwrap();
+                for line in exported.lines() {
+                    serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| {
+                        panic!("`{}`: a line is not JSON ({e}): {line}", command.line)
+                    });
+                }
+                assert_eq!(
+                    Some(exported.lines().count()),
+                    events,
+                    "`{}` exports one line per event",
+                    command.line
+                );
+            }
+            other => panic!("README: no check for `{}` ({other:?})", command.line),
+        }
+    }
 }
