@@ -535,6 +535,10 @@ fn a_merchant_runs_a_till_from_the_command_line() {
     // Handoff A -> B: B's daemon takes the lease; A follows and acts through the hub.
     b.start_daemon();
     b.wait_role("follower");
+    // Its first sync pulls what A did since the restore, and the daemon says where it stands.
+    wait_until("B's daemon to say it is in step with the backup", || {
+        b.daemon_log().contains("in step with the backup: at seq ")
+    });
     let handed = a.run(&["handoff"]);
     assert!(handed.status.success(), "{}", stderr(&handed));
     b.wait_role("master");

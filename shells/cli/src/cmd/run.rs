@@ -31,6 +31,9 @@ pub struct RunArgs {
 /// How often the daemon looks at the lease while it follows.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
+/// A sync with this many segments or more to pull draws a bar on a terminal.
+const BAR_FROM_SEGMENTS: u64 = 8;
+
 struct Daemon {
     config: Config,
     till: Arc<Till>,
@@ -192,18 +195,38 @@ impl Daemon {
         }
     }
 
-    /// One step of following: sync, and acquire when the lease is free for this device. An
-    /// error that retrying cannot fix (the node cannot be built here) is `Fatal`.
-    fn follow(&self) -> Result<bool, FollowError> {
+    /// Pulls what the backup has beyond this device's log. On a terminal a bar of the segments
+    /// shows while a pull has [`BAR_FROM_SEGMENTS`] or more to fetch (a first sync after a long
+    /// time away); a follower's usual pull of a segment or two draws nothing.
+    fn sync(&self) -> Result<till_engine::SyncReport, till_engine::Error> {
+        let bar = std::sync::OnceLock::new();
+        let pulled = self.till.sync_with_progress(|p| {
+            if let till_engine::RestoreProgress::Planned { segments, .. } = &p
+                && *segments >= BAR_FROM_SEGMENTS
+            {
+                bar.get_or_init(|| crate::output::segments_bar("syncing"));
+            }
+            if let Some(bar) = bar.get() {
+                crate::output::show_segments(bar, "syncing", &p);
+            }
+        });
+        if let Some(bar) = bar.get() {
+            bar.finish_and_clear();
+        }
+        pulled
+    }
+
+    /// One step of following: sync, and acquire when the lease is free for this device; says
+    /// whether it acquired, and what the sync pulled (`None`: no longer a follower, no sync).
+    /// An error that retrying cannot fix (the node cannot be built here) is `Fatal`.
+    fn follow(&self) -> Result<(bool, Option<till_engine::SyncReport>), FollowError> {
         let _transition = self.transition.lock().unwrap();
         if !matches!(self.till.role(), Role::Follower) {
-            return Ok(false);
+            return Ok((false, None));
         }
-        self.till
-            .sync()
-            .map_err(|e| FollowError::Retry(e.to_string()))?;
+        let pulled = Some(self.sync().map_err(|e| FollowError::Retry(e.to_string()))?);
         if self.follower_only {
-            return Ok(false);
+            return Ok((false, pulled));
         }
         let lease = self
             .till
@@ -216,10 +239,10 @@ impl Daemon {
             Some(l) => !l.held && !self.released.load(Ordering::SeqCst),
         };
         if !free {
-            return Ok(false);
+            return Ok((false, pulled));
         }
         match self.till.acquire() {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok((true, pulled)),
             Err(e @ till_engine::Error::Build(_)) => Err(FollowError::Fatal(e.to_string())),
             Err(e) => Err(FollowError::Retry(e.to_string())),
         }
@@ -353,6 +376,8 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
     let mut last_backup = String::new();
     let mut last_follow = Instant::now() - FOLLOW_EVERY;
     let mut last_error = String::new();
+    // Whether a sync has succeeded since the daemon started (it says so once).
+    let mut in_step = false;
     let outcome = loop {
         if daemon.stop.load(Ordering::SeqCst) {
             break Ok(());
@@ -362,8 +387,32 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
             Role::Follower if last_follow.elapsed() >= FOLLOW_EVERY => {
                 last_follow = Instant::now();
                 match daemon.follow() {
-                    Ok(true) => daemon.restart_hub(),
-                    Ok(false) => last_error.clear(),
+                    Ok((acquired, pulled)) => {
+                        if let Some(pulled) = pulled {
+                            let line = format!(
+                                "at seq {} of the backup (pulled {} events in {} segments{})",
+                                pulled.seq,
+                                pulled.events,
+                                pulled.segments,
+                                if pulled.from_snapshot {
+                                    ", from a snapshot"
+                                } else {
+                                    ""
+                                }
+                            );
+                            if !in_step {
+                                say(format!("in step with the backup: {line}"));
+                                in_step = true;
+                            } else if pulled.events > 0 {
+                                daemon.config.log(format_args!("synced: {line}"));
+                            }
+                        }
+                        if acquired {
+                            daemon.restart_hub();
+                        } else {
+                            last_error.clear();
+                        }
+                    }
                     Err(FollowError::Fatal(e)) => {
                         say(format!("cannot become master here: {e}"));
                         break Err(Failure::Failed(anyhow::anyhow!(
