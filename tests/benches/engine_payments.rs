@@ -663,25 +663,22 @@ fn main() {
     let chain = TestChain::start();
 
     let url = |proxy: &CountingProxy| format!("http://{}/vss", proxy.addr());
-    let till = |label: &'static str, proxy: &CountingProxy, token: &str, config| {
-        till_merchant(label, &chain, &url(proxy), token, config)
+    let till = |label: &str, proxy: &CountingProxy, token: &str, config| {
+        till_merchant(&format!("({label})"), &chain, &url(proxy), token, config)
     };
     let mut pairs = Vec::new();
-    for label in &chosen {
-        let pair = match *label {
-            "a" => Pair::new(
-                ("a", "(a) Till: log + remote barrier"),
-                &chain,
-                till("(a)", &till_proxy, &till_token, ReplicatorConfig::default()),
+    for &label in &chosen {
+        let (name, merchant, proxy) = match label {
+            "a" => (
+                "(a) Till: log + remote barrier",
+                till(label, &till_proxy, &till_token, ReplicatorConfig::default()),
                 Some(&till_proxy),
-                capacity,
             ),
             // The same with every event shipped at once: what lingering saves.
-            "a0" => Pair::new(
-                ("a0", "(a0) Till, linger 0"),
-                &chain,
+            "a0" => (
+                "(a0) Till, linger 0",
                 till(
-                    "(a0)",
+                    label,
                     &a0_proxy,
                     &a0_token,
                     ReplicatorConfig {
@@ -690,14 +687,12 @@ fn main() {
                     },
                 ),
                 Some(&a0_proxy),
-                capacity,
             ),
             // The same with one upload in flight at most: what pipelining saves.
-            "a1" => Pair::new(
-                ("a1", "(a1) Till, one upload in flight"),
-                &chain,
+            "a1" => (
+                "(a1) Till, one upload in flight",
                 till(
-                    "(a1)",
+                    label,
                     &a1_proxy,
                     &a1_token,
                     ReplicatorConfig {
@@ -706,24 +701,15 @@ fn main() {
                     },
                 ),
                 Some(&a1_proxy),
-                capacity,
             ),
-            "b" => Pair::new(
-                ("b", "(b) ldk-node, SQLite"),
-                &chain,
-                ldk_merchant(&chain, None),
-                None,
-                capacity,
-            ),
-            _ => Pair::new(
-                ("c", "(c) ldk-node, VSS on till-server"),
-                &chain,
+            "b" => ("(b) ldk-node, SQLite", ldk_merchant(&chain, None), None),
+            _ => (
+                "(c) ldk-node, VSS on till-server",
                 ldk_merchant(&chain, Some((&url(&ldk_proxy), &ldk_token))),
                 Some(&ldk_proxy),
-                capacity,
             ),
         };
-        pairs.push(pair);
+        pairs.push(Pair::new((label, name), &chain, merchant, proxy, capacity));
     }
     measure(&mut pairs, payments, burst, rounds);
     // Let the last commitment dances and background persistence settle before counting bytes.
