@@ -284,6 +284,11 @@ async fn apply_lease(
     if let Err(conflict) = check_lease(store, Some(&stored), write) {
         return Ok(Err(conflict));
     }
+    // A running master's uploads carry the lease it already holds: the row stays locked for
+    // the transaction, and an unchanged lease writes no new row version.
+    if stored == *header {
+        return Ok(Ok(()));
+    }
     tx.execute(
         "UPDATE till_leases SET device = $3, epoch = $4, state = $5
          WHERE user_id = $1 AND store_id = $2",

@@ -495,11 +495,12 @@ fn commit_batch(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), Conflict>
                 .open_table(LEASES)
                 .map_err(|e| err("open leases")(e.into()))?,
         };
-        let mut next_created = t
+        let first_created = t
             .meta
             .get("next_created")
             .map_err(|e| err("read next_created")(e.into()))?
             .map_or(1, |g| g.value());
+        let mut next_created = first_created;
         for job in batch {
             results.push(match job {
                 Job::Put { user, tx, .. } => apply_put(&mut t, &mut next_created, *user, tx)?,
@@ -515,9 +516,14 @@ fn commit_batch(db: &Database, batch: &[Job]) -> Result<Vec<Result<(), Conflict>
                 }
             });
         }
-        t.meta
-            .insert("next_created", next_created)
-            .map_err(|e| err("write next_created")(e.into()))?;
+        // Only what changed is written: every table a commit touches costs pages to write and
+        // sync, and a running master's upload changes neither the counter nor the lease when it
+        // overwrites its head.
+        if next_created != first_created {
+            t.meta
+                .insert("next_created", next_created)
+                .map_err(|e| err("write next_created")(e.into()))?;
+        }
     }
     wtx.commit().map_err(|e| err("commit")(e.into()))?;
     Ok(results)
@@ -553,6 +559,7 @@ fn apply_put(
     // Phase 1: check every condition in request order against the stored state as changed by the
     // earlier items (and by the earlier puts of this batch, already applied to the tables);
     // nothing is written yet, so a conflict leaves nothing to undo.
+    let mut stored_lease = None;
     if let Some(write) = &tx.lease {
         let stored = t
             .leases
@@ -563,6 +570,7 @@ fn apply_put(
         if let Err(conflict) = check_lease(store, stored.as_ref(), write) {
             return Ok(Err(conflict));
         }
+        stored_lease = stored;
     }
     let mut original: HashMap<&str, Option<(i64, i64)>> = HashMap::new();
     // The final state of each touched key: (version, created, value) or deleted.
@@ -635,9 +643,12 @@ fn apply_put(
                         encode_object(version, created, value).as_slice(),
                     )
                     .map_err(|e| err("write object")(e.into()))?;
-                t.by_creation
-                    .insert((user.0, store, created), key)
-                    .map_err(|e| err("write creation index")(e.into()))?;
+                // An overwrite keeps its creation cursor, and the index already holds it.
+                if before.is_none_or(|b| b.1 != created) {
+                    t.by_creation
+                        .insert((user.0, store, created), key)
+                        .map_err(|e| err("write creation index")(e.into()))?;
+                }
             }
             None => {
                 if before.is_some() {
@@ -653,7 +664,9 @@ fn apply_put(
             .insert((user.0, store), g)
             .map_err(|e| err("write global version")(e.into()))?;
     }
-    if let Some(write) = &tx.lease {
+    if let Some(write) = &tx.lease
+        && stored_lease != Some(write.header)
+    {
         t.leases
             .insert((user.0, store), encode_lease(&write.header).as_slice())
             .map_err(|e| err("write lease")(e.into()))?;
@@ -1271,6 +1284,7 @@ impl Storage for RedbStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{LeaseWrite, Write};
 
     /// A file of `format` with one object and no `leases` table, as an older server left it.
     fn old_file(dir: &Path, format: u64) {
@@ -1327,6 +1341,86 @@ mod tests {
             refused.contains(&format!("format version {}", FORMAT + 1)),
             "{refused}"
         );
+    }
+
+    /// One upload of a master: a new segment and its head, which carries `lease`.
+    fn upload(segment: &str, head_version: i64, lease: LeaseHeader) -> PutTransaction {
+        PutTransaction {
+            store_id: "s".into(),
+            global_version: None,
+            writes: vec![
+                Write {
+                    key: segment.into(),
+                    expected: 0,
+                    value: b"segment".to_vec(),
+                },
+                Write {
+                    key: "head".into(),
+                    expected: head_version,
+                    value: b"head".to_vec(),
+                },
+            ],
+            deletes: Vec::new(),
+            lease: Some(LeaseWrite {
+                header: lease,
+                enforce: true,
+            }),
+        }
+    }
+
+    /// Rows of the creation index, oldest first.
+    fn creation_index(storage: &RedbStorage) -> Vec<(i64, String)> {
+        let (db, _) = storage.db.get().unwrap();
+        let rtx = db.begin_read().unwrap();
+        let table = rtx.open_table(BY_CREATION).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                (k.value().2, v.value().to_owned())
+            })
+            .collect()
+    }
+
+    /// An upload writes only what changed (the head's overwrite keeps its creation cursor and
+    /// the running master's lease), and what it leaves unwritten still reads back as it was.
+    #[tokio::test]
+    async fn an_upload_leaves_the_unchanged_lease_and_creation_index_as_they_were() {
+        let storage = RedbStorage::open_in_memory().unwrap();
+        let user = UserId(1);
+        let held = lease_from_fields(&[7; 16], 1, 1).unwrap();
+        storage.put(user, upload("seg0", 0, held)).await.unwrap();
+        storage.put(user, upload("seg1", 1, held)).await.unwrap();
+        assert_eq!(storage.lease(user, "s").await.unwrap(), Some(held));
+        // The head keeps the cursor of its creation; each segment has its own, in order.
+        let index = creation_index(&storage);
+        let keys: Vec<&str> = index.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(keys, ["seg0", "head", "seg1"]);
+        let listed = storage.list(user, "s", "", None, 10).await.unwrap();
+        let listed: Vec<(&str, i64)> = listed.iter().map(|l| (l.key.as_str(), l.version)).collect();
+        assert_eq!(listed, [("seg1", 1), ("head", 2), ("seg0", 1)]);
+
+        // A changed lease is written: the release, then another device's acquire.
+        let released = lease_from_fields(&[7; 16], 1, 2).unwrap();
+        storage
+            .put(user, upload("seg2", 2, released))
+            .await
+            .unwrap();
+        assert_eq!(storage.lease(user, "s").await.unwrap(), Some(released));
+        let next = lease_from_fields(&[8; 16], 2, 1).unwrap();
+        storage.put(user, upload("seg3", 3, next)).await.unwrap();
+        assert_eq!(storage.lease(user, "s").await.unwrap(), Some(next));
+        // The old holder's write is refused against the lease as stored.
+        let refused = storage.put(user, upload("seg4", 4, held)).await;
+        assert!(matches!(
+            refused,
+            Err(PutError::Conflict(Conflict::Lease { .. }))
+        ));
+        // The counter of creation cursors moved on only for new keys.
+        let index = creation_index(&storage);
+        let cursors: Vec<i64> = index.iter().map(|(c, _)| *c).collect();
+        assert_eq!(cursors, [1, 2, 3, 4, 5]);
     }
 
     #[test]
