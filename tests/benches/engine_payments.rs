@@ -795,20 +795,18 @@ fn main() {
                 .join(" "),
             median(per_round.clone())
         );
-        let (low, high, at_least) = throughput_ratio_interval(&a.cycles, &c.cycles);
-        println!(
-            "a/c sequential throughput 95% interval (bootstrap over {} and {} payments): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
-            a.cycles.len(),
-            c.cycles.len(),
-            at_least * 100.0
-        );
-        let (low, high, at_least) = throughput_ratio_interval(&a.bursts, &c.bursts);
-        println!(
-            "a/c burst throughput 95% interval (bootstrap over {} and {} bursts): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
-            a.bursts.len(),
-            c.bursts.len(),
-            at_least * 100.0
-        );
+        for (kind, samples, a, c) in [
+            ("sequential", "payments", &a.cycles, &c.cycles),
+            ("burst", "bursts", &a.bursts, &c.bursts),
+        ] {
+            let (low, high, at_least) = throughput_ratio_interval(a, c);
+            println!(
+                "a/c {kind} throughput 95% interval (bootstrap over {} and {} {samples}): {low:.3}x to {high:.3}x; at least 1x in {:.1}% of resamples",
+                a.len(),
+                c.len(),
+                at_least * 100.0
+            );
+        }
     }
     if let (Some(a), Some(a0)) = (row("a"), row("a0")) {
         println!(
