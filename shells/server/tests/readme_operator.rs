@@ -1,10 +1,11 @@
 //! The README's "Five minutes for an operator" runs as the README writes it: every
-//! `till-server` line in order (its data directory and listening address mapped into this test's
-//! own), then the `curl` of `/health` against the server it started. A command that fails, or a
-//! line the test does not know, fails the test, so the README cannot drift from the server.
+//! `till-server` line in order (its data directory mapped into this test's own, and its listening
+//! address to a loopback port the server picks and announces), then the `curl` of `/health`
+//! against the server it started. A command that fails, or a line the test does not know, fails
+//! the test, so the README cannot drift from the server.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,11 +62,6 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -76,7 +72,8 @@ fn text(o: &Output) -> (String, String) {
 #[test]
 fn the_readme_operator_section_runs_as_written() {
     let data = tempfile::tempdir().unwrap();
-    let addr = free_address();
+    // The address the README's server announced once it listened.
+    let mut addr = None;
     let lines = operator_lines();
     let mut served: Option<Served> = None;
     let mut readme_port = None;
@@ -98,7 +95,7 @@ fn the_readme_operator_section_runs_as_written() {
                             let listen = args.next().expect("an address after --listen");
                             readme_port = listen.rsplit(':').next().map(str::to_owned);
                             mapped.push("--listen".to_owned());
-                            mapped.push(addr.clone());
+                            mapped.push("127.0.0.1:0".to_owned());
                         }
                         other => mapped.push(other.to_owned()),
                     }
@@ -106,13 +103,16 @@ fn the_readme_operator_section_runs_as_written() {
                 let mut command = Command::new(env!("CARGO_BIN_EXE_till-server"));
                 command.args(&mapped).stdin(Stdio::null());
                 if mapped.first().map(String::as_str) == Some("serve") {
-                    let child = command
-                        .stdout(Stdio::null())
+                    let mut child = command
+                        .stdout(Stdio::piped())
                         .stderr(Stdio::null())
                         .spawn()
                         .expect("start till-server serve");
-                    served = Some(Served(child));
-                    wait_healthy(&addr, served.as_mut().unwrap(), line);
+                    let stdout = child.stdout.take().expect("piped stdout");
+                    let server = served.insert(Served(child));
+                    let listening = announced_address(stdout, line);
+                    wait_healthy(&listening, server, line);
+                    addr = Some(listening);
                 } else {
                     let out = command.output().expect("run till-server");
                     let (stdout, stderr) = text(&out);
@@ -125,10 +125,9 @@ fn the_readme_operator_section_runs_as_written() {
                 ran.push(mapped[0].clone() + " " + mapped.get(1).map_or("", String::as_str));
             }
             ["curl", url] => {
-                assert!(
-                    served.is_some(),
-                    "README: `{line}` comes before the server serves"
-                );
+                let Some(addr) = &addr else {
+                    panic!("README: `{line}` comes before the server serves");
+                };
                 let rest = url
                     .strip_prefix("http://127.0.0.1:")
                     .expect("the README curls the server on loopback");
@@ -138,7 +137,7 @@ fn the_readme_operator_section_runs_as_written() {
                     readme_port.as_deref(),
                     "README: `{line}` is not the port `serve` listens on"
                 );
-                let (status, body) = get(&addr, &format!("/{path}")).unwrap();
+                let (status, body) = get(addr, &format!("/{path}")).unwrap();
                 assert_eq!(status, 200, "README: `{line}` answered {status}: {body}");
                 ran.push("curl".to_owned());
             }
@@ -183,6 +182,19 @@ fn check_output(line: &str, args: &[String], stdout: &str) {
         }
         other => panic!("README: no check for `{line}` ({other:?})"),
     }
+}
+
+/// The address `serve` announces on its first line once it listens.
+fn announced_address(stdout: impl Read, line: &str) -> String {
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read till-server's first line");
+    first
+        .trim()
+        .strip_prefix("till-server listening on http://")
+        .unwrap_or_else(|| panic!("README: `{line}` did not announce where it listens: {first:?}"))
+        .to_owned()
 }
 
 /// Waits until the server the README started answers `/health`.
