@@ -8,6 +8,7 @@ pub mod counting_proxy;
 pub mod ldk;
 pub mod postgres;
 pub mod proxy;
+pub mod readme;
 pub mod replication;
 pub mod server;
 pub mod shop;

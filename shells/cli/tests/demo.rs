@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// The README, whose developer tour the test runs.
-const README: &str = include_str!("../../../README.md");
+// The README's `sh` blocks, shared with the server's operator test, included by path as the
+// server's benchmark includes the tests' process helpers.
+#[path = "../../../tests/src/readme.rs"]
+mod readme;
 
 #[test]
 fn the_demo_runs_and_every_check_passes() {
@@ -76,20 +78,7 @@ struct TourCommand {
 /// that keeps its files in a workdir, the `D=` line naming the restored device in it, then every
 /// `cargo run -p till -- --data-dir $D ...` line.
 fn tour_commands(workdir: &Path, scratch: &Path) -> Vec<TourCommand> {
-    let section = README
-        .split("## Five minutes for a merchant's developer")
-        .nth(1)
-        .expect("the README has the developer's section");
-    let block = section
-        .split("```sh")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("the developer's section opens with a sh block");
-    let lines: Vec<&str> = block
-        .lines()
-        .map(|l| l.split(" #").next().unwrap().trim())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = readme::sh_lines("## Five minutes for a merchant's developer");
     // `demo --workdir W --no-wait` keeps the files in W; `D=W/device-x` names a device in it.
     let readme_workdir = lines
         .iter()

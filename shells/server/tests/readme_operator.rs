@@ -9,25 +9,14 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The README, whose operator section the test runs.
-const README: &str = include_str!("../../../README.md");
+// The README's `sh` blocks, shared with the CLI's tour test, included by path as the server's
+// benchmark includes the tests' process helpers.
+#[path = "../../../tests/src/readme.rs"]
+mod readme;
 
 /// The lines of the operator section's `sh` block, comments removed.
 fn operator_lines() -> Vec<String> {
-    let section = README
-        .split("## Five minutes for an operator")
-        .nth(1)
-        .expect("the README has the operator's section");
-    let block = section
-        .split("```sh")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("the operator's section opens with a sh block");
-    block
-        .lines()
-        .map(|l| l.split(" #").next().unwrap().trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
+    readme::sh_lines("## Five minutes for an operator")
 }
 
 /// A server started by the README's `serve` line; killed when dropped.
