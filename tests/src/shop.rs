@@ -174,3 +174,25 @@ pub async fn write_head(
         .await
         .expect("the head write is accepted");
 }
+
+/// Reads server-sent events from a store's invoice stream (`GET .../invoices/events`) until `want`
+/// invoices have been seen, each waited for at most [`WAIT`].
+pub async fn read_events(mut response: reqwest::Response, want: usize) -> Vec<serde_json::Value> {
+    let mut buffer = String::new();
+    let mut seen = Vec::new();
+    while seen.len() < want {
+        let chunk = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
+                seen.push(serde_json::from_str(data.trim()).unwrap());
+            }
+        }
+    }
+    seen
+}

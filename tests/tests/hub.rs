@@ -25,6 +25,8 @@ const C: DeviceId = DeviceId([0xc3; 16]);
 #[derive(Default)]
 struct Recorder {
     ran: Mutex<Vec<HubCommand>>,
+    /// How long it takes over each command.
+    delay: Mutex<Duration>,
     /// What its node "received" (payment hash, msat), for `recent_receipts`.
     received: Mutex<Vec<([u8; 32], Option<u64>)>>,
 }
@@ -32,6 +34,7 @@ struct Recorder {
 impl CommandExecutor for Recorder {
     fn execute(&self, command: &HubCommand) -> Result<Value, String> {
         self.ran.lock().unwrap().push(command.clone());
+        std::thread::sleep(*self.delay.lock().unwrap());
         match command {
             HubCommand::Balances => Ok(json!({ "lightning_sats": 4242 })),
             HubCommand::CreateInvoice { amount_sat, .. } => Ok(json!({
@@ -95,22 +98,18 @@ impl Setup {
         device: DeviceId,
         executor: Option<Arc<dyn CommandExecutor>>,
     ) -> HubClient {
-        let _guard = self.runtime.enter();
-        let mut config = HubConfig::new(self.server.url(), token, store, device, executor);
-        config.max_backoff = Duration::from_millis(500);
-        config.command_timeout = Duration::from_secs(10);
-        HubClient::start(config)
+        connect(&self.runtime, &self.server, token, store, device, executor)
     }
 
     fn make_master(&self, device: DeviceId, epoch: u64, held: bool) {
-        self.runtime.block_on(write_head(
-            &self.server.vss_url(),
+        make_master(
+            &self.runtime,
+            &self.server,
             &self.token,
-            VSS_STORE,
             device,
             epoch,
             held,
-        ));
+        );
     }
 
     /// Creates an invoice through the store API with `token`: the server answers 201 and it.
@@ -132,9 +131,53 @@ impl Setup {
     }
 
     fn wait(&self, client: &HubClient, what: &str, done: impl FnMut(&HubStatus) -> bool) {
-        if let Err(last) = self.runtime.block_on(client.wait_for(WAIT, done)) {
-            panic!("timed out waiting for {what}; status: {last:?}");
-        }
+        wait_status(&self.runtime, client, what, done);
+    }
+}
+
+/// A device of `store` connected to `server`'s hub.
+fn connect(
+    runtime: &tokio::runtime::Runtime,
+    server: &TillServer,
+    token: &str,
+    store: &str,
+    device: DeviceId,
+    executor: Option<Arc<dyn CommandExecutor>>,
+) -> HubClient {
+    let _guard = runtime.enter();
+    let mut config = HubConfig::new(server.url(), token, store, device, executor);
+    config.max_backoff = Duration::from_millis(500);
+    config.command_timeout = Duration::from_secs(10);
+    HubClient::start(config)
+}
+
+/// Makes `device` the store's master (or releases its lease) by a head write to `server`.
+fn make_master(
+    runtime: &tokio::runtime::Runtime,
+    server: &TillServer,
+    token: &str,
+    device: DeviceId,
+    epoch: u64,
+    held: bool,
+) {
+    runtime.block_on(write_head(
+        &server.vss_url(),
+        token,
+        VSS_STORE,
+        device,
+        epoch,
+        held,
+    ));
+}
+
+fn wait_status(
+    runtime: &tokio::runtime::Runtime,
+    client: &HubClient,
+    what: &str,
+    done: impl FnMut(&HubStatus) -> bool,
+) {
+    if let Err(last) = runtime.block_on(client.wait_for(WAIT, done)) {
+        panic!("timed out waiting for {what}; status: {last:?}");
     }
 }
 
@@ -605,6 +648,175 @@ fn a_silent_device_is_dropped_after_three_heartbeats() {
     assert!(
         err.to_string()
             .contains("holds the lease but is not connected"),
+        "{err}"
+    );
+}
+
+/// Two server processes in front of one PostgreSQL database serve one hub (DESIGN.md section 5:
+/// stateless server processes): the master's device is connected to one process and a follower to
+/// the other, and every path crosses between them: master changes written through either, a
+/// follower's command and the master's refusal, the store API's invoice made by a master on the
+/// other process, the invoice stream on the other process hearing it created and expired, a
+/// handover, a master that holds the lease but is connected nowhere, and an answer kept for a
+/// follower that went away and came back to the other process.
+#[test]
+fn two_server_processes_of_one_database_serve_one_hub() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Some(url) = till_tests::postgres::fresh_database() else {
+        return;
+    };
+    let binary = server_binary();
+    let store = StoreArg::DatabaseUrl(url);
+    let token = add_user(&binary, &store, STORE);
+    let args = ["--heartbeat-secs", "0.5", "--command-timeout-secs", "5"];
+    let one = TillServer::start(&binary, store.clone(), &args);
+    let two = TillServer::start(&binary, store, &args);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rt = &runtime;
+
+    let on_a = Arc::new(Recorder::default());
+    let on_b = Arc::new(Recorder::default());
+    let a = connect(rt, &one, &token, STORE, A, Some(on_a.clone()));
+    let b = connect(rt, &two, &token, STORE, B, Some(on_b.clone()));
+    wait_status(rt, &a, "A's welcome", |st| st.connected);
+    wait_status(rt, &b, "B's welcome", |st| st.connected);
+
+    // A's lease is written through process two; A, on process one, hears of it.
+    make_master(rt, &two, &token, A, 1, true);
+    wait_status(rt, &a, "A (on one) to learn it is master", master_is(A));
+    wait_status(rt, &b, "B (on two) to learn A is master", master_is(A));
+
+    // B's command goes from process two to A on process one, and the answer comes back.
+    let balances = rt
+        .block_on(b.command(HubCommand::Balances))
+        .expect("the master on the other process answers");
+    assert_eq!(balances, json!({ "lightning_sats": 4242 }));
+    let refused = rt
+        .block_on(b.command(HubCommand::Pay {
+            bolt11: "lnbcrt1".into(),
+            amount_msat: None,
+        }))
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        HubError::Refused("the master device refused: no route to the payee".into())
+    );
+    assert_eq!(on_a.ran.lock().unwrap().len(), 2, "each command ran once");
+    assert!(on_b.ran.lock().unwrap().is_empty());
+
+    // The store API on process two; the invoice stream on process one hears it created, then
+    // expired by process two's timer.
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let events = http
+            .get(format!(
+                "{}/api/v1/stores/{STORE}/invoices/events",
+                one.url()
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status().as_u16(), 200);
+        let response = http
+            .post(format!("{}/api/v1/stores/{STORE}/invoices", two.url()))
+            .bearer_auth(&token)
+            .json(&json!({ "amount_sat": 1500, "description": "tea", "expiry_secs": 1 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(created["bolt11"], "lnbcrt1500fake");
+        let seen = till_tests::shop::read_events(events, 2).await;
+        let changes: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|e| (e["id"].as_str().unwrap(), e["status"].as_str().unwrap()))
+            .collect();
+        let id = created["id"].as_str().unwrap();
+        assert_eq!(changes, [(id, "new"), (id, "expired")]);
+    });
+    assert_eq!(
+        on_a.ran.lock().unwrap()[2],
+        HubCommand::CreateInvoice {
+            amount_sat: 1500,
+            description: "tea".into(),
+            expiry_secs: 1
+        }
+    );
+
+    // A hands over to B, through process one; B, on process two, hears it and now runs A's
+    // commands.
+    make_master(rt, &one, &token, A, 1, false);
+    make_master(rt, &one, &token, B, 2, true);
+    wait_status(rt, &b, "B (on two) to learn it is master", master_is(B));
+    wait_status(rt, &a, "A (on one) to learn B is master", master_is(B));
+    let answer = rt
+        .block_on(a.command(HubCommand::Balances))
+        .expect("B answers A across the processes");
+    assert_eq!(answer, json!({ "lightning_sats": 4242 }));
+    assert_eq!(on_b.ran.lock().unwrap().as_slice(), [HubCommand::Balances]);
+
+    // A follower (C, a bare WebSocket) asks process two, leaves before the slow answer, and
+    // comes back to process one: the answer waits for it there.
+    *on_b.delay.lock().unwrap() = Duration::from_millis(1500);
+    let hello = json!({ "type": "hello", "v": 1, "store": STORE, "device_id": C.to_string() });
+    let open = |server: &TillServer| {
+        let mut request = format!("ws://{}/api/v1/hub", server.addr())
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let (to_two, to_one) = (open(&two), open(&one));
+    let answer = rt.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(to_two).await.unwrap();
+        socket.send(Message::text(hello.to_string())).await.unwrap();
+        let command =
+            json!({ "type": "command", "v": 1, "id": "c-1", "command": { "kind": "balances" } });
+        socket
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        socket.close(None).await.unwrap();
+        drop(socket);
+        let (mut socket, _) = tokio_tungstenite::connect_async(to_one).await.unwrap();
+        socket.send(Message::text(hello.to_string())).await.unwrap();
+        loop {
+            let frame = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .expect("the kept answer in time")
+                .expect("the connection stays open")
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "result" {
+                    return message;
+                }
+            }
+        }
+    });
+    assert_eq!(answer["id"], "c-1", "{answer}");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(
+        answer["value"],
+        json!({ "lightning_sats": 4242 }),
+        "{answer}"
+    );
+    assert_eq!(on_b.ran.lock().unwrap().len(), 2);
+    *on_b.delay.lock().unwrap() = Duration::ZERO;
+
+    // B leaves while it holds the lease: A's command fails, naming B as not connected.
+    rt.block_on(b.stop());
+    let err = rt.block_on(a.command(HubCommand::Balances)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "no master device is online for store \"shop\" (device {B} holds the lease but is not connected)"
+        )),
         "{err}"
     );
 }

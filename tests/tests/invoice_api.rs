@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use till_engine::Node;
 use till_tests::ldk::{WAIT, wait_until};
-use till_tests::shop::{STORE, Shop};
+use till_tests::shop::{STORE, Shop, read_events};
 
 struct Api {
     base: String,
@@ -57,27 +57,6 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Reads server-sent events from the invoice stream until `want` invoices have been seen.
-async fn read_events(mut response: reqwest::Response, want: usize) -> Vec<Value> {
-    let mut buffer = String::new();
-    let mut seen = Vec::new();
-    while seen.len() < want {
-        let chunk = tokio::time::timeout(WAIT, response.chunk())
-            .await
-            .expect("an event in time")
-            .unwrap()
-            .expect("the stream stays open");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
-                seen.push(serde_json::from_str(data.trim()).unwrap());
-            }
-        }
-    }
-    seen
 }
 
 #[test]

@@ -253,6 +253,7 @@ impl Harness {
             lease_check,
             hub: hub::Hub::new(
                 store.clone(),
+                None,
                 Some("02fuzz@127.0.0.1:9735".to_owned()),
                 crate::DEFAULT_HEARTBEAT,
                 Duration::from_secs(5),

@@ -8,8 +8,14 @@
 //! hub acknowledges so the device can drop it from its outbox. A command the master does not answer
 //! within the command timeout fails with an error that says so; a follower's answer that finds the
 //! follower offline waits in a mailbox and is delivered when it reconnects.
+//!
+//! With several server processes in front of one PostgreSQL database ([`Share`]), devices of one
+//! store may be connected to different processes: commands and mail then go through the database,
+//! exactly one process taking each command for the device it holds a connection of, and notes tell
+//! every process of master and invoice changes (docs/HUB.md, "Several server processes").
 
 use crate::http::App;
+use crate::share::{Note, Share, What};
 use crate::store::{Storage, StoreError, UserId};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -18,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use till_vss::replica::{LeaseHeader, LeaseState};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The protocol version every message carries as `v`.
 pub const HUB_PROTOCOL_VERSION: u64 = 1;
@@ -86,6 +92,8 @@ impl StoreHub {
 /// The hub's state: stores by user, with their connections, master and pending commands.
 pub(crate) struct Hub {
     storage: Arc<dyn Storage>,
+    /// What the server processes of one database share; `None` for one process alone.
+    share: Option<Arc<dyn Share>>,
     stores: Mutex<HashMap<UserId, StoreHub>>,
     next_conn: std::sync::atomic::AtomicU64,
     pub(crate) node_address: Option<String>,
@@ -124,12 +132,14 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(86_400);
 impl Hub {
     pub(crate) fn new(
         storage: Arc<dyn Storage>,
+        share: Option<Arc<dyn Share>>,
         node_address: Option<String>,
         heartbeat: Duration,
         command_timeout: Duration,
     ) -> Hub {
         Hub {
             storage,
+            share,
             stores: Mutex::new(HashMap::new()),
             next_conn: 1.into(),
             node_address,
@@ -158,13 +168,20 @@ impl Hub {
                 return Ok(());
             }
         }
-        self.refresh_master(user).await
+        if self.refresh_master(user).await?
+            && let Some(share) = &self.share
+            && let Err(e) = share.publish(user, What::Master).await
+        {
+            eprintln!("till-server: hub: telling the other server processes of a new master: {e}");
+        }
+        Ok(())
     }
 
     /// Re-reads the store's master from its durable leases and, if it changed, tells every
-    /// connected device of the store. Called when a device connects and after a head write
-    /// that may change it ([`Hub::head_written`]).
-    pub(crate) async fn refresh_master(&self, user: UserId) -> Result<(), StoreError> {
+    /// connected device of the store; returns whether it changed. Called when a device connects,
+    /// after a head write that may change it ([`Hub::head_written`]) and when another server
+    /// process says it changed.
+    pub(crate) async fn refresh_master(&self, user: UserId) -> Result<bool, StoreError> {
         let leases = self.storage.leases(user).await?;
         let master = leases
             .into_iter()
@@ -176,14 +193,15 @@ impl Hub {
             });
         let mut stores = self.stores.lock().unwrap();
         let store = stores.entry(user).or_default();
-        if store.master != master {
-            store.master = master;
-            let text = message("master", master_json(&store.name, store.master.as_ref()));
-            for conn in store.conns.values() {
-                let _ = conn.tx.send(text.clone());
-            }
+        if store.master == master {
+            return Ok(false);
         }
-        Ok(())
+        store.master = master;
+        let text = message("master", master_json(&store.name, store.master.as_ref()));
+        for conn in store.conns.values() {
+            let _ = conn.tx.send(text.clone());
+        }
+        Ok(true)
     }
 
     /// Sends `command` to the store's master and waits for its answer. A master that holds the
@@ -218,6 +236,9 @@ impl Hub {
         store_name: &str,
         command: Value,
     ) -> Result<Value, HubError> {
+        if let Some(share) = &self.share {
+            return self.shared_execute(share, user, store_name, command).await;
+        }
         let id = new_id();
         let (tx, rx) = oneshot::channel();
         let device = {
@@ -262,6 +283,184 @@ impl Hub {
         }
     }
 
+    /// [`Hub::try_execute`] for processes sharing one database: the command waits in the database
+    /// for whichever process holds the master's connection ([`Hub::heard`] takes it there), and
+    /// its answer comes back the same way. The master gets [`MASTER_GRACE`] to be taken by a
+    /// process (it may be reconnecting), then the command timeout to answer.
+    async fn shared_execute(
+        &self,
+        share: &Arc<dyn Share>,
+        user: UserId,
+        store_name: &str,
+        command: Value,
+    ) -> Result<Value, HubError> {
+        // Read from the database: a note of a change may have been missed.
+        self.refresh_master(user).await?;
+        let master = self.master_of(user).ok_or_else(|| HubError::NoMaster {
+            store: store_name.to_owned(),
+            why: "no device holds the store's lease; start the till on a device".into(),
+        })?;
+        let id = new_id();
+        let text = message("command", json!({ "id": id, "command": command }));
+        // Listening before the command is offered, so no answer can come unheard.
+        let mut notes = share.subscribe();
+        share.post_command(&id, user, &master.device, &text).await?;
+        let offered = Instant::now();
+        loop {
+            share
+                .publish(
+                    user,
+                    What::Command {
+                        id: id.clone(),
+                        device: master.device.clone(),
+                    },
+                )
+                .await?;
+            // Offered again every so often: the master may connect to any process meanwhile.
+            if heard_of(&mut notes, &id, Duration::from_millis(250)).await != Heard::Nothing {
+                break;
+            }
+            if offered.elapsed() >= MASTER_GRACE {
+                if share.withdraw_command(&id).await? {
+                    return Err(HubError::NoMaster {
+                        store: store_name.to_owned(),
+                        why: format!(
+                            "device {} holds the lease but is not connected",
+                            master.device
+                        ),
+                    });
+                }
+                // Taken just now.
+                break;
+            }
+        }
+        let deadline = Instant::now() + self.command_timeout;
+        loop {
+            if let Some(answer) = share.take_answer(&id).await? {
+                return decode_answer(&answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                share.forget_command(&id).await?;
+                return Err(HubError::Timeout {
+                    store: store_name.to_owned(),
+                    device: master.device,
+                    seconds: self.command_timeout.as_secs(),
+                });
+            }
+            // Read again at least every second, in case the note was missed.
+            heard_of(&mut notes, &id, left.min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// Acts on a note from a server process sharing this one's database (this one included).
+    async fn heard(&self, app: &App, note: Note) -> Result<(), StoreError> {
+        let Some(share) = &self.share else {
+            return Ok(());
+        };
+        let user = note.user();
+        let mine = note.from == share.process();
+        match note.what {
+            // This process told its own devices already.
+            What::Master | What::Invoice { .. } if mine => {}
+            What::Master => {
+                self.refresh_master(user).await?;
+            }
+            What::Invoice { id, record } => {
+                let record = match record {
+                    Some(record) => Some(record),
+                    None => self.storage.invoice(user, &id).await?,
+                };
+                if let Some(record) = record {
+                    let _ = app
+                        .invoice_events
+                        .send(crate::invoices::InvoiceEvent { user, record });
+                }
+            }
+            What::Command { id, device } => {
+                let Some(tx) = self.conn_tx(user, &device) else {
+                    return Ok(());
+                };
+                let Some(text) = share.take_command(&id).await? else {
+                    return Ok(());
+                };
+                if tx.send(text).is_ok() {
+                    share.publish(user, What::Taken { id }).await?;
+                } else {
+                    // The connection just closed: another may take it.
+                    share.untake_command(&id).await?;
+                }
+            }
+            What::Mail { device } => self.collect_mail(user, &device).await?,
+            What::Taken { .. } | What::Answer { .. } => {}
+            What::Resync => {
+                let (users, devices) = {
+                    let stores = self.stores.lock().unwrap();
+                    let users: Vec<UserId> = stores.keys().copied().collect();
+                    let devices: Vec<(UserId, String)> = stores
+                        .iter()
+                        .flat_map(|(u, s)| s.conns.values().map(|c| (*u, c.device.clone())))
+                        .collect();
+                    (users, devices)
+                };
+                for user in users {
+                    self.refresh_master(user).await?;
+                }
+                for (user, device) in devices {
+                    self.collect_mail(user, &device).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the mail waiting in the shared database for `device` to its connection here.
+    async fn collect_mail(&self, user: UserId, device: &str) -> Result<(), StoreError> {
+        let Some(share) = &self.share else {
+            return Ok(());
+        };
+        if self.conn_tx(user, device).is_none() {
+            return Ok(());
+        }
+        for text in share.take_mail(user, device).await? {
+            self.deliver(user, device, text);
+        }
+        Ok(())
+    }
+
+    /// The sender of `device`'s newest connection to this process.
+    fn conn_tx(&self, user: UserId, device: &str) -> Option<mpsc::UnboundedSender<String>> {
+        let stores = self.stores.lock().unwrap();
+        stores
+            .get(&user)
+            .and_then(|s| s.conn_of(device))
+            .map(|c| c.tx.clone())
+    }
+
+    /// Hands the master's answer to command `id` to whoever waits for it: in this process, or
+    /// through the shared database. False if nobody waits any more.
+    async fn answered(
+        &self,
+        user: UserId,
+        id: &str,
+        outcome: Result<Value, String>,
+    ) -> Result<bool, StoreError> {
+        let Some(share) = &self.share else {
+            return Ok(self.resolve(user, id, outcome));
+        };
+        let answer = match outcome {
+            Ok(value) => json!({ "ok": true, "value": value }),
+            Err(error) => json!({ "ok": false, "error": error }),
+        };
+        if !share.answer_command(id, &answer.to_string()).await? {
+            return Ok(false);
+        }
+        share
+            .publish(user, What::Answer { id: id.to_owned() })
+            .await?;
+        Ok(true)
+    }
+
     pub(crate) fn register(
         &self,
         user: UserId,
@@ -300,6 +499,11 @@ impl Hub {
         }
     }
 
+    /// What the server processes of this one's database share, if several do.
+    pub(crate) fn share(&self) -> Option<&Arc<dyn Share>> {
+        self.share.as_ref()
+    }
+
     fn master_of(&self, user: UserId) -> Option<Master> {
         self.stores
             .lock()
@@ -322,13 +526,29 @@ impl Hub {
         }
     }
 
-    /// Sends `text` to `device`'s newest connection, or keeps it for its next one.
+    /// Sends `text` to `device`'s newest connection, or keeps it for its next one (in the shared
+    /// database when there is one, since that may be to another process).
     fn deliver(&self, user: UserId, device: &str, text: String) {
         let mut stores = self.stores.lock().unwrap();
         let store = stores.entry(user).or_default();
         if let Some(conn) = store.conn_of(device)
             && conn.tx.send(text.clone()).is_ok()
         {
+            return;
+        }
+        if let Some(share) = self.share.clone() {
+            let device = device.to_owned();
+            tokio::spawn(async move {
+                let kept = async {
+                    share
+                        .post_mail(user, &device, &text, MAILBOX_TTL.as_millis() as i64)
+                        .await?;
+                    share.publish(user, What::Mail { device }).await
+                };
+                if let Err(e) = kept.await {
+                    eprintln!("till-server: hub: keeping a message for an offline device: {e}");
+                }
+            });
             return;
         }
         let waiting = store.mailbox.entry(device.to_owned()).or_default();
@@ -442,6 +662,9 @@ pub(crate) async fn serve(app: Arc<App>, user: UserId, mut socket: WebSocket) {
     }
     let hub = &app.hub;
     let (conn, mut outgoing) = hub.register(user, &store_name, &device);
+    if let Err(e) = hub.collect_mail(user, &device).await {
+        eprintln!("till-server: hub: reading the mail of device {device}: {e}");
+    }
     if let Err(e) = hub.refresh_master(user).await {
         eprintln!("till-server: hub: reading the lease of store {store_name:?}: {e}");
     }
@@ -521,7 +744,11 @@ pub(crate) async fn handle(
                     .unwrap_or("the device gave no reason")
                     .to_owned())
             };
-            if !hub.resolve(user, &id, outcome) {
+            let waited = hub.answered(user, &id, outcome).await.map_err(|e| {
+                eprintln!("till-server: hub: {e}");
+                "the server's store failed; the result will be retried".to_owned()
+            })?;
+            if !waited {
                 eprintln!(
                     "till-server: hub: store {store_name:?}: answer to command {id} came after it timed out"
                 );
@@ -563,5 +790,82 @@ pub(crate) async fn handle(
         }
         "pong" | "ping" => Ok(()),
         other => Err(format!("unknown message type {other:?}")),
+    }
+}
+
+/// What a command's sender heard of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    Taken,
+    Answered,
+    /// Nothing within the time, or notes were missed (so read the database).
+    Nothing,
+}
+
+/// Waits up to `wait` for a note that command `id` was taken or answered.
+async fn heard_of(notes: &mut broadcast::Receiver<Note>, id: &str, wait: Duration) -> Heard {
+    let heard = async {
+        loop {
+            match notes.recv().await {
+                Ok(Note {
+                    what: What::Taken { id: of },
+                    ..
+                }) if of == id => return Heard::Taken,
+                Ok(Note {
+                    what: What::Answer { id: of },
+                    ..
+                }) if of == id => return Heard::Answered,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return Heard::Nothing,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::time::timeout(wait, heard)
+        .await
+        .unwrap_or(Heard::Nothing)
+}
+
+/// A command's answer as stored in the shared database.
+fn decode_answer(answer: &str) -> Result<Value, HubError> {
+    let answer: Value = serde_json::from_str(answer)
+        .map_err(|e| StoreError::new("corrupt hub answer in the database", e))?;
+    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(answer.get("value").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(HubError::Refused(
+            answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("the device gave no reason")
+                .to_owned(),
+        ))
+    }
+}
+
+/// Hears the notes of the server processes sharing this one's database, for as long as the
+/// server runs; nothing to do for a process alone.
+pub(crate) async fn follow_notes(app: Arc<App>) {
+    let Some(share) = app.hub.share.clone() else {
+        return;
+    };
+    let mut notes = share.subscribe();
+    loop {
+        let note = match notes.recv().await {
+            Ok(note) => note,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                eprintln!("till-server: hub: {missed} notes missed; reading the hub's state again");
+                Note {
+                    from: String::new(),
+                    user: 0,
+                    what: What::Resync,
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // In order (an invoice's changes, a master's), each after the one before.
+        if let Err(e) = app.hub.heard(&app, note).await {
+            eprintln!("till-server: hub: acting on another server process's note: {e}");
+        }
     }
 }

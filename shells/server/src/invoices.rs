@@ -85,9 +85,24 @@ pub(crate) async fn paid(
         )
         .await?
     {
-        let _ = app.invoice_events.send(InvoiceEvent { user, record });
+        announce(app, user, record).await;
     }
     Ok(())
+}
+
+/// Tells this process's event streams of an invoice's change, and the other server processes of
+/// the database, if it is shared (they tell theirs).
+async fn announce(app: &App, user: UserId, record: InvoiceRecord) {
+    if let Some(share) = app.hub.share() {
+        let what = crate::share::What::Invoice {
+            id: record.id.clone(),
+            record: Some(record.clone()),
+        };
+        if let Err(e) = share.publish(user, what).await {
+            eprintln!("till-server: telling the other server processes of an invoice change: {e}");
+        }
+    }
+    let _ = app.invoice_events.send(InvoiceEvent { user, record });
 }
 
 /// Marks the invoice expired if it is still new and past its expiry; returns the current record.
@@ -105,10 +120,7 @@ async fn settle_expiry(
         .await?
     {
         Some(changed) => {
-            let _ = app.invoice_events.send(InvoiceEvent {
-                user,
-                record: changed.clone(),
-            });
+            announce(app, user, changed.clone()).await;
             Ok(changed)
         }
         // Paid (or expired) meanwhile: read what won.
@@ -255,10 +267,7 @@ pub(crate) async fn create(
             .put_invoice(caller.user, &record)
             .await
             .map_err(JsonError::internal)?;
-        let _ = app.invoice_events.send(InvoiceEvent {
-            user: caller.user,
-            record: record.clone(),
-        });
+        announce(&app, caller.user, record.clone()).await;
         schedule_expiry(app.clone(), caller.user, record.clone());
         Ok((StatusCode::CREATED, Json(invoice_json(&record))).into_response())
     }
@@ -549,6 +558,7 @@ mod tests {
             lease_check: true,
             hub: Hub::new(
                 store.clone(),
+                None,
                 None,
                 crate::DEFAULT_HEARTBEAT,
                 Duration::from_secs(5),

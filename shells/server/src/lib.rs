@@ -49,6 +49,7 @@ mod hub;
 mod invite;
 mod invoices;
 mod pos;
+mod share;
 mod store;
 
 use std::fmt;
@@ -217,16 +218,30 @@ pub enum Error {
 }
 
 async fn open(backend: &Backend) -> Result<Arc<dyn Storage>, Error> {
+    Ok(open_serving(backend, false).await?.0)
+}
+
+/// The backend's store and, when `serving` on PostgreSQL, the hub its server processes share.
+async fn open_serving(
+    backend: &Backend,
+    serving: bool,
+) -> Result<(Arc<dyn Storage>, Option<Arc<dyn share::Share>>), Error> {
     Ok(match backend {
         Backend::Redb { data_dir } => {
             let dir = data_dir.clone();
             let storage = tokio::task::spawn_blocking(move || store::redb::RedbStorage::open(&dir))
                 .await
                 .map_err(|e| StoreError::new("opening the redb store panicked", e))??;
-            Arc::new(storage)
+            (Arc::new(storage), None)
         }
         Backend::Postgres { url } => {
-            Arc::new(store::postgres::PostgresStorage::connect(url).await?)
+            let storage = store::postgres::PostgresStorage::connect(url).await?;
+            let share: Option<Arc<dyn share::Share>> = if serving {
+                Some(Arc::new(storage.share(url)?))
+            } else {
+                None
+            };
+            (Arc::new(storage), share)
         }
     })
 }
@@ -327,7 +342,7 @@ impl Drop for AdminTask {
 impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Server, Error> {
-        let store = open(&config.backend).await?;
+        let (store, share) = open_serving(&config.backend, true).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -361,6 +376,7 @@ impl Server {
             lease_check: config.lease_check,
             hub: hub::Hub::new(
                 store,
+                share,
                 config.node_address.clone(),
                 config.heartbeat,
                 config.command_timeout,
@@ -402,6 +418,9 @@ impl Server {
                 socket.serve(app.store.clone(), app.public_url.clone()),
             ))
         });
+        // With several processes on one database, hear the others' hub notes.
+        let hub = app.clone();
+        let notes = tokio::spawn(async move { hub::follow_notes(hub).await });
         // The invoice expiry timers live in memory: set again those of invoices still open.
         let resumed = app.clone();
         tokio::spawn(async move {
@@ -417,6 +436,7 @@ impl Server {
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::Serve);
+        notes.abort();
         if let Some(admin) = admin {
             admin.stop().await;
         }

@@ -7,14 +7,18 @@ use super::{
     Listed, Object, PutError, PutTransaction, RedeemError, Role, Storage, StoreError, StoredToken,
     UserId, check_lease, decode_invoice, encode_invoice, finish, lease_from_fields, state_code,
 };
+use crate::share::{Note, Share, What, encode_note, new_process_id};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use futures_util::StreamExt;
+use std::time::Duration;
 use till_vss::replica::LeaseHeader;
-use tokio_postgres::NoTls;
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 /// The schema version this code creates and expects (`till_schema.version`). Older databases are
-/// upgraded on start ([`SCHEMA_V2`], [`SCHEMA_V3`]).
-const SCHEMA_VERSION: i32 = 3;
+/// upgraded on start ([`SCHEMA_V2`], [`SCHEMA_V3`], [`SCHEMA_V4`]).
+const SCHEMA_VERSION: i32 = 4;
 /// Serialises schema creation between server processes starting at once.
 const MIGRATION_LOCK: i64 = 0x7469_6c6c_5f76_7373; // "till_vss"
 
@@ -81,6 +85,29 @@ CREATE TABLE IF NOT EXISTS till_invoices (
     record      BYTEA NOT NULL,
     PRIMARY KEY (user_id, id)
 );
+";
+
+/// From schema 3 to 4: what the server processes in front of one database share for the device
+/// hub (`crate::share`): commands waiting for the device that holds a store's lease (taken by
+/// exactly one process, then answered), and mail for devices that are offline.
+const SCHEMA_V4: &str = "
+CREATE TABLE IF NOT EXISTS till_hub_commands (
+    id          TEXT PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    device      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    taken       BOOLEAN NOT NULL DEFAULT false,
+    answer      TEXT,
+    at_ms       BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS till_hub_mail (
+    seq         BIGSERIAL PRIMARY KEY,
+    user_id     BIGINT NOT NULL REFERENCES till_users (id),
+    device      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    expires_ms  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS till_hub_mail_by_device ON till_hub_mail (user_id, device, seq);
 ";
 
 pub(crate) struct PostgresStorage {
@@ -181,6 +208,9 @@ impl PostgresStorage {
                 tx.batch_execute(SCHEMA_V3)
                     .await
                     .map_err(db("create schema v3"))?;
+                tx.batch_execute(SCHEMA_V4)
+                    .await
+                    .map_err(db("create schema v4"))?;
                 tx.execute(
                     "INSERT INTO till_schema (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
@@ -188,15 +218,20 @@ impl PostgresStorage {
                 .await
                 .map_err(db("record schema version"))?;
             }
-            Some(old @ (1 | 2)) => {
+            Some(old @ (1..=3)) => {
                 if old == 1 {
                     tx.batch_execute(SCHEMA_V2)
                         .await
                         .map_err(db("upgrade schema to v2"))?;
                 }
-                tx.batch_execute(SCHEMA_V3)
+                if old <= 2 {
+                    tx.batch_execute(SCHEMA_V3)
+                        .await
+                        .map_err(db("upgrade schema to v3"))?;
+                }
+                tx.batch_execute(SCHEMA_V4)
                     .await
-                    .map_err(db("upgrade schema to v3"))?;
+                    .map_err(db("upgrade schema to v4"))?;
                 tx.execute("UPDATE till_schema SET version = $1", &[&SCHEMA_VERSION])
                     .await
                     .map_err(db("record schema version"))?;
@@ -808,5 +843,284 @@ impl Storage for PostgresStorage {
                 created: r.get(2),
             })
             .collect())
+    }
+}
+
+/// The channel the server processes of one database send their hub notes on.
+const HUB_CHANNEL: &str = "till_hub";
+/// How long a command nobody answered stays in `till_hub_commands` (its sender gave up long ago).
+const COMMAND_ROW_TTL_MS: i64 = 86_400_000;
+
+/// The device hub the server processes of one PostgreSQL database share (`crate::share`): notes by
+/// `LISTEN`/`NOTIFY`, commands and mail in `till_hub_commands` and `till_hub_mail`.
+pub(crate) struct PostgresShare {
+    pool: Pool,
+    process: String,
+    notes: broadcast::Sender<Note>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresShare {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStorage {
+    /// The hub this database's server processes share. Its listener keeps a connection of its own
+    /// (`LISTEN` needs one) and reconnects after a failure.
+    pub(crate) fn share(&self, url: &str) -> Result<PostgresShare, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::new("invalid --database-url", e))?;
+        let notes = broadcast::channel(1024).0;
+        let listener = tokio::spawn(listen(config, notes.clone()));
+        Ok(PostgresShare {
+            pool: self.pool.clone(),
+            process: new_process_id(),
+            notes,
+            listener,
+        })
+    }
+}
+
+/// Hears the hub's notes on a connection of its own, forever: after a failure it connects again
+/// (100 ms doubling to 5 s) and sends [`What::Resync`], since notes may have been missed.
+async fn listen(config: tokio_postgres::Config, notes: broadcast::Sender<Note>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_owned()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                eprintln!(
+                                    "till-server: hub: the database connection for notes failed: {}",
+                                    describe(&e)
+                                );
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {HUB_CHANNEL}")).await {
+                    Ok(()) => {
+                        if failing {
+                            eprintln!("till-server: hub: hearing the other server processes again");
+                            failing = false;
+                        }
+                        backoff = Duration::from_millis(100);
+                        let _ = notes.send(Note {
+                            from: String::new(),
+                            user: 0,
+                            what: What::Resync,
+                        });
+                        while let Some(payload) = rx.recv().await {
+                            match serde_json::from_str::<Note>(&payload) {
+                                Ok(Note {
+                                    what: What::Resync, ..
+                                }) => {}
+                                Ok(note) => {
+                                    let _ = notes.send(note);
+                                }
+                                Err(e) => {
+                                    eprintln!(
+                                        "till-server: hub: ignoring a note that does not parse: {e}"
+                                    )
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => eprintln!("till-server: hub: LISTEN failed: {}", describe(&e)),
+                }
+                driver.abort();
+            }
+            Err(e) => {
+                if !failing {
+                    eprintln!(
+                        "till-server: hub: cannot hear the other server processes ({}); retrying",
+                        describe(&e)
+                    );
+                    failing = true;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[async_trait]
+impl Share for PostgresShare {
+    fn process(&self) -> &str {
+        &self.process
+    }
+
+    async fn publish(&self, user: UserId, what: What) -> Result<(), StoreError> {
+        let text = encode_note(&Note {
+            from: self.process.clone(),
+            user: user.0,
+            what,
+        });
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&HUB_CHANNEL, &text])
+            .await
+            .map_err(db("send a hub note"))?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Note> {
+        self.notes.subscribe()
+    }
+
+    async fn post_command(
+        &self,
+        id: &str,
+        user: UserId,
+        device: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let now = crate::invoices::now_ms();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "DELETE FROM till_hub_commands WHERE at_ms < $1",
+                &[&(now - COMMAND_ROW_TTL_MS)],
+            )
+            .await
+            .map_err(db("drop old hub commands"))?;
+        client
+            .execute(
+                "INSERT INTO till_hub_commands (id, user_id, device, text, at_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &user.0, &device, &text, &now],
+            )
+            .await
+            .map_err(db("store a hub command"))?;
+        Ok(())
+    }
+
+    async fn take_command(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "UPDATE till_hub_commands SET taken = true WHERE id = $1 AND NOT taken RETURNING text",
+                &[&id],
+            )
+            .await
+            .map_err(db("take a hub command"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn untake_command(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "UPDATE till_hub_commands SET taken = false WHERE id = $1 AND answer IS NULL",
+                &[&id],
+            )
+            .await
+            .map_err(db("put a hub command back"))?;
+        Ok(())
+    }
+
+    async fn withdraw_command(&self, id: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                "DELETE FROM till_hub_commands WHERE id = $1 AND NOT taken",
+                &[&id],
+            )
+            .await
+            .map_err(db("withdraw a hub command"))?;
+        Ok(n == 1)
+    }
+
+    async fn answer_command(&self, id: &str, answer: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                "UPDATE till_hub_commands SET answer = $2 WHERE id = $1 AND answer IS NULL",
+                &[&id, &answer],
+            )
+            .await
+            .map_err(db("store a hub answer"))?;
+        Ok(n == 1)
+    }
+
+    async fn take_answer(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "DELETE FROM till_hub_commands WHERE id = $1 AND answer IS NOT NULL RETURNING answer",
+                &[&id],
+            )
+            .await
+            .map_err(db("read a hub answer"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn forget_command(&self, id: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("DELETE FROM till_hub_commands WHERE id = $1", &[&id])
+            .await
+            .map_err(db("forget a hub command"))?;
+        Ok(())
+    }
+
+    async fn post_mail(
+        &self,
+        user: UserId,
+        device: &str,
+        text: &str,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = crate::invoices::now_ms();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute("DELETE FROM till_hub_mail WHERE expires_ms < $1", &[&now])
+            .await
+            .map_err(db("drop expired hub mail"))?;
+        client
+            .execute(
+                "INSERT INTO till_hub_mail (user_id, device, text, expires_ms) VALUES ($1, $2, $3, $4)",
+                &[&user.0, &device, &text, &(now + ttl_ms)],
+            )
+            .await
+            .map_err(db("store hub mail"))?;
+        Ok(())
+    }
+
+    async fn take_mail(&self, user: UserId, device: &str) -> Result<Vec<String>, StoreError> {
+        let now = crate::invoices::now_ms();
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "DELETE FROM till_hub_mail WHERE user_id = $1 AND device = $2
+                 RETURNING seq, text, expires_ms",
+                &[&user.0, &device],
+            )
+            .await
+            .map_err(db("read hub mail"))?;
+        let mut mail: Vec<(i64, String)> = rows
+            .into_iter()
+            .filter(|r| r.get::<_, i64>(2) >= now)
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        mail.sort_by_key(|(seq, _)| *seq);
+        Ok(mail.into_iter().map(|(_, text)| text).collect())
     }
 }
