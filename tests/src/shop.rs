@@ -138,6 +138,20 @@ pub async fn write_head(
     epoch: u64,
     held: bool,
 ) {
+    try_write_head(vss_url, token, store_id, device, epoch, held)
+        .await
+        .expect("the head write is accepted");
+}
+
+/// [`write_head`], returning the server's refusal or failure instead of panicking.
+pub async fn try_write_head(
+    vss_url: &str,
+    token: &str,
+    store_id: &str,
+    device: till_log::DeviceId,
+    epoch: u64,
+    held: bool,
+) -> Result<(), till_vss::Error> {
     use till_vss::replica::{LeaseHeader, LeaseState};
     let mut value = LeaseHeader {
         device,
@@ -172,7 +186,6 @@ pub async fn write_head(
             delete_items: vec![],
         })
         .await
-        .expect("the head write is accepted");
 }
 
 /// Reads server-sent events from a store's invoice stream (`GET .../invoices/events`) until `want`

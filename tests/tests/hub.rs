@@ -820,3 +820,84 @@ fn two_server_processes_of_one_database_serve_one_hub() {
         "{err}"
     );
 }
+
+/// A database restart cuts every server process's connections, the one each listens for notes on
+/// included. Each listens again and reads what it may have missed meanwhile, so the hub goes on
+/// across processes: a handover written through one process right after the restart reaches the
+/// device on the other, and a command crosses again.
+#[test]
+fn the_shared_hub_goes_on_after_a_database_restart() {
+    let Some(cluster) = till_tests::postgres::Cluster::private() else {
+        return;
+    };
+    let binary = server_binary();
+    let store = StoreArg::DatabaseUrl(cluster.fresh_database());
+    let token = add_user(&binary, &store, STORE);
+    let args = ["--heartbeat-secs", "0.5", "--command-timeout-secs", "5"];
+    let one = TillServer::start(&binary, store.clone(), &args);
+    let two = TillServer::start(&binary, store, &args);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rt = &runtime;
+    let on_b = Arc::new(Recorder::default());
+    let a = connect(rt, &one, &token, STORE, A, None);
+    let b = connect(rt, &two, &token, STORE, B, Some(on_b.clone()));
+    make_master(rt, &two, &token, A, 1, true);
+    wait_status(rt, &a, "A (on one) to learn it is master", master_is(A));
+
+    cluster.stop();
+    cluster.start_again();
+    // Process two's pool connects again on demand; its first writes may fail meanwhile.
+    let write = |device, epoch, held| {
+        rt.block_on(async {
+            let until = tokio::time::Instant::now() + WAIT;
+            loop {
+                let result = till_tests::shop::try_write_head(
+                    &two.vss_url(),
+                    &token,
+                    VSS_STORE,
+                    device,
+                    epoch,
+                    held,
+                )
+                .await;
+                match result {
+                    Ok(()) => return,
+                    Err(e) if tokio::time::Instant::now() < until => {
+                        eprintln!("head write after the restart: {e}; again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("no head write accepted after the restart: {e}"),
+                }
+            }
+        })
+    };
+    write(A, 1, false);
+    write(B, 2, true);
+    wait_status(rt, &b, "B (on two) to learn it is master", master_is(B));
+    wait_status(
+        rt,
+        &a,
+        "A (on one) to learn B is master, after the restart",
+        master_is(B),
+    );
+
+    let answer = rt.block_on(async {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            match a.command(HubCommand::Balances).await {
+                Ok(answer) => return answer,
+                Err(e) if tokio::time::Instant::now() < until => {
+                    eprintln!("command after the restart: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no command crossed after the restart: {e}"),
+            }
+        }
+    });
+    assert_eq!(answer, json!({ "lightning_sats": 4242 }));
+    let ran = on_b.ran.lock().unwrap();
+    assert!(
+        !ran.is_empty() && ran.iter().all(|c| *c == HubCommand::Balances),
+        "{ran:?}"
+    );
+}
