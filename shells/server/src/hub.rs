@@ -403,11 +403,16 @@ impl Hub {
                         .collect();
                     (users, devices)
                 };
+                // One store's failure does not keep the others from catching up.
                 for user in users {
-                    self.refresh_master(user).await?;
+                    if let Err(e) = self.refresh_master(user).await {
+                        eprintln!("till-server: hub: reading a store's master again: {e}");
+                    }
                 }
                 for (user, device) in devices {
-                    self.collect_mail(user, &device).await?;
+                    if let Err(e) = self.collect_mail(user, &device).await {
+                        eprintln!("till-server: hub: reading the mail of device {device}: {e}");
+                    }
                 }
             }
         }
