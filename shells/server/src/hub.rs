@@ -740,16 +740,7 @@ pub(crate) async fn handle(
     match kind.as_str() {
         "result" => {
             let id = id.ok_or("a result needs the \"id\" of its command")?;
-            let outcome = if v.get("ok").and_then(Value::as_bool) == Some(true) {
-                Ok(v.get("value").cloned().unwrap_or(Value::Null))
-            } else {
-                Err(v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the device gave no reason")
-                    .to_owned())
-            };
-            let waited = hub.answered(user, &id, outcome).await.map_err(|e| {
+            let waited = hub.answered(user, &id, outcome_of(&v)).await.map_err(|e| {
                 eprintln!("till-server: hub: {e}");
                 "the server's store failed; the result will be retried".to_owned()
             })?;
@@ -831,21 +822,25 @@ async fn heard_of(notes: &mut broadcast::Receiver<Note>, id: &str, wait: Duratio
         .unwrap_or(Heard::Nothing)
 }
 
+/// The outcome a `result` carries (`ok`, then `value` or `error`): a device's message, or its
+/// answer as [`Hub::answered`] stored it in the shared database.
+fn outcome_of(result: &Value) -> Result<Value, String> {
+    if result.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(result.get("value").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(result
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the device gave no reason")
+            .to_owned())
+    }
+}
+
 /// A command's answer as stored in the shared database.
 fn decode_answer(answer: &str) -> Result<Value, HubError> {
     let answer: Value = serde_json::from_str(answer)
         .map_err(|e| StoreError::new("corrupt hub answer in the database", e))?;
-    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(answer.get("value").cloned().unwrap_or(Value::Null))
-    } else {
-        Err(HubError::Refused(
-            answer
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("the device gave no reason")
-                .to_owned(),
-        ))
-    }
+    outcome_of(&answer).map_err(HubError::Refused)
 }
 
 /// Hears the notes of the server processes sharing this one's database, for as long as the
