@@ -127,6 +127,22 @@ impl Shop {
     }
 }
 
+/// The WebSocket request that opens `server`'s device hub with `token` as its bearer, for tests
+/// that speak the hub protocol themselves.
+pub fn hub_request(
+    server: &TillServer,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/api/v1/hub", server.addr())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
 /// Writes a head whose lease header names `device` at `epoch` (held or released) to VSS store
 /// `store_id`, unconditionally, as a master's replicator would: the server reads only the
 /// plaintext header, so the rest is filler. This is how tests make a device the store's master.

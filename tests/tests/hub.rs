@@ -9,7 +9,7 @@ use std::time::Duration;
 use till_engine::{CommandExecutor, HubClient, HubCommand, HubConfig, HubError, HubStatus};
 use till_log::DeviceId;
 use till_tests::server::{StoreArg, TillServer, add_token, add_user, server_binary};
-use till_tests::shop::write_head;
+use till_tests::shop::{hub_request, write_head};
 use till_tests::tls_front::TlsFront;
 
 const STORE: &str = "shop";
@@ -597,18 +597,11 @@ fn a_lost_paid_update_is_reported_again_and_wins_over_expiry() {
 fn a_silent_device_is_dropped_after_three_heartbeats() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let s = setup();
     s.make_master(A, 1, true);
     let follower = s.device(&s.token, STORE, B, None);
     let mut socket = s.runtime.block_on(async {
-        let mut request = format!("ws://{}/api/v1/hub", s.server.addr())
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", s.token).parse().unwrap(),
-        );
+        let request = till_tests::shop::hub_request(&s.server, &s.token);
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         let hello = json!({ "type": "hello", "v": 1, "store": STORE, "device_id": A.to_string() });
         socket.send(Message::text(hello.to_string())).await.unwrap();
@@ -652,6 +645,18 @@ fn a_silent_device_is_dropped_after_three_heartbeats() {
     );
 }
 
+/// Two server processes on the PostgreSQL database `url` (half-second heartbeats, 5 s command
+/// timeout), and the owner token of store [`STORE`] in it.
+fn two_processes(url: String) -> (String, TillServer, TillServer) {
+    let binary = server_binary();
+    let store = StoreArg::DatabaseUrl(url);
+    let token = add_user(&binary, &store, STORE);
+    let args = ["--heartbeat-secs", "0.5", "--command-timeout-secs", "5"];
+    let one = TillServer::start(&binary, store.clone(), &args);
+    let two = TillServer::start(&binary, store, &args);
+    (token, one, two)
+}
+
 /// Two server processes in front of one PostgreSQL database serve one hub (DESIGN.md section 5:
 /// stateless server processes): the master's device is connected to one process and a follower to
 /// the other, and every path crosses between them: master changes written through either, a
@@ -663,16 +668,10 @@ fn a_silent_device_is_dropped_after_three_heartbeats() {
 fn two_server_processes_of_one_database_serve_one_hub() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let Some(url) = till_tests::postgres::fresh_database() else {
         return;
     };
-    let binary = server_binary();
-    let store = StoreArg::DatabaseUrl(url);
-    let token = add_user(&binary, &store, STORE);
-    let args = ["--heartbeat-secs", "0.5", "--command-timeout-secs", "5"];
-    let one = TillServer::start(&binary, store.clone(), &args);
-    let two = TillServer::start(&binary, store, &args);
+    let (token, one, two) = two_processes(url);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let rt = &runtime;
 
@@ -763,16 +762,7 @@ fn two_server_processes_of_one_database_serve_one_hub() {
     // comes back to process one: the answer waits for it there.
     *on_b.delay.lock().unwrap() = Duration::from_millis(1500);
     let hello = json!({ "type": "hello", "v": 1, "store": STORE, "device_id": C.to_string() });
-    let open = |server: &TillServer| {
-        let mut request = format!("ws://{}/api/v1/hub", server.addr())
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        request
-    };
-    let (to_two, to_one) = (open(&two), open(&one));
+    let (to_two, to_one) = (hub_request(&two, &token), hub_request(&one, &token));
     let answer = rt.block_on(async {
         let (mut socket, _) = tokio_tungstenite::connect_async(to_two).await.unwrap();
         socket.send(Message::text(hello.to_string())).await.unwrap();
@@ -830,12 +820,7 @@ fn the_shared_hub_goes_on_after_a_database_restart() {
     let Some(cluster) = till_tests::postgres::Cluster::private() else {
         return;
     };
-    let binary = server_binary();
-    let store = StoreArg::DatabaseUrl(cluster.fresh_database());
-    let token = add_user(&binary, &store, STORE);
-    let args = ["--heartbeat-secs", "0.5", "--command-timeout-secs", "5"];
-    let one = TillServer::start(&binary, store.clone(), &args);
-    let two = TillServer::start(&binary, store, &args);
+    let (token, one, two) = two_processes(cluster.fresh_database());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let rt = &runtime;
     let on_b = Arc::new(Recorder::default());

@@ -447,14 +447,8 @@ async fn snapshot_of_a(server: &TillServer, token: &str, vss_store: &str, shop: 
 /// message) and whether it closed the connection after it. `(Null, true)` when the upgrade itself
 /// is refused.
 async fn hub_hello(server: &TillServer, token: &str, store: &str) -> (Value, bool) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::protocol::Message as Ws;
-    let mut request = format!("ws://{}/api/v1/hub", server.addr())
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = till_tests::shop::hub_request(server, token);
     let Ok((mut socket, _)) = tokio_tungstenite::connect_async(request).await else {
         return (Value::Null, true);
     };
@@ -1516,7 +1510,6 @@ async fn connections_over_the_limit_are_closed_and_the_server_serves_again_once_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_but_busy_ones_streams_and_the_hub_stay_open() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::protocol::Message as Ws;
     let backend = Backend::redb();
     let bin = server_binary();
@@ -1550,12 +1543,7 @@ async fn an_idle_kept_alive_connection_is_closed_but_busy_ones_streams_and_the_h
         head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
         "{head}"
     );
-    let mut request = format!("ws://{addr}/api/v1/hub")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = till_tests::shop::hub_request(&server, &token);
     let (mut hub, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let hello = json!({ "type": "hello", "v": 1, "store": "idler", "device_id": "c3".repeat(16) });
     hub.send(Ws::text(hello.to_string())).await.unwrap();
