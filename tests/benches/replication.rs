@@ -3,6 +3,8 @@
 //!
 //! - append-to-durable latency p50/p99 for 1 and 16 concurrent writers, and
 //!   uploads per second;
+//! - one waited write at a time, taken apart: Till's against the same on a log that never
+//!   syncs, our client sending an upload's shape alone, and one put from ldk-node's client;
 //! - bytes uploaded per event (ours, sealed and compressed) vs. the raw event;
 //! - restore time and events/s for 10,000 and 100,000 events, from
 //!   snapshot + tail and from segments alone.
@@ -17,7 +19,7 @@ use till_tests::vss_conformance::{VssApi, VssClientNgApi};
 use till_vss::replica::{
     BackupKeys, Remote, Replica, Replicator, ReplicatorConfig, ReplicatorHandle, restore,
 };
-use till_vss::{KeyValue, PutObjectRequest};
+use till_vss::{KeyValue, PutObjectRequest, VssClient};
 
 const VALUE_LEN: usize = 256;
 
@@ -98,33 +100,74 @@ fn latency(m: &Master, writers: usize, per: usize) -> (Vec<Duration>, Duration) 
     (all, start.elapsed())
 }
 
-/// One waited write at a time, as a channel-state write in a till: Till appends unsynced and
-/// waits for the replicator (`till`), against one put of the same bytes from `vss-client-ng`,
-/// the client ldk-node's VSS store uses (`put`), interleaved. Returns (till, put, till append).
+/// One waited write at a time, as a channel-state write in a till, interleaved four ways:
+/// - `till`: Till appends unsynced and waits for the replicator (which syncs the log while the
+///   upload travels);
+/// - `volatile`: the same on a log that never syncs, to show what the till's own disk costs;
+/// - `upload`: our client sending an upload's shape by itself (a new object at version 0 and a
+///   200-byte head at its version, in one transaction), to show what the HTTP exchange and the
+///   server cost without the replicator around them;
+/// - `put`: one put of the same bytes from `vss-client-ng`, the client ldk-node's VSS store uses.
+struct Waited {
+    till: Vec<Duration>,
+    volatile: Vec<Duration>,
+    upload: Vec<Duration>,
+    put: Vec<Duration>,
+    append: Vec<Duration>,
+}
+
 fn one_waited_write(
-    m: &Master,
+    masters: [&Master; 2],
+    ours: &VssClient,
     ng: &VssClientNgApi,
     rt: &tokio::runtime::Handle,
     len: usize,
     n: usize,
-) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
-    let (mut till, mut put, mut append) = (Vec::new(), Vec::new(), Vec::new());
+) -> Waited {
+    let mut w = Waited {
+        till: Vec::new(),
+        volatile: Vec::new(),
+        upload: Vec::new(),
+        put: Vec::new(),
+        append: Vec::new(),
+    };
+    let shape_store = format!("upload-shape-{len}");
     for i in 0..n {
         let value = vec![(i % 251) as u8; len];
+        for (k, m) in masters.into_iter().enumerate() {
+            let t = Instant::now();
+            let seq = m
+                .log
+                .append_unsynced(vec![Write::put(
+                    Key::new("bench", "waited", format!("k{}", i % 8)),
+                    value.clone(),
+                )])
+                .unwrap()
+                .head_seq;
+            let appended = t.elapsed();
+            m.handle
+                .wait_durable_blocking(seq, Some(Duration::from_secs(60)))
+                .unwrap();
+            if k == 0 {
+                w.append.push(appended);
+                w.till.push(t.elapsed());
+            } else {
+                w.volatile.push(t.elapsed());
+            }
+        }
+
+        let request = PutObjectRequest {
+            store_id: shape_store.clone(),
+            global_version: None,
+            transaction_items: vec![
+                KeyValue::new(format!("segment-{i}"), 0, value.clone()),
+                KeyValue::new("head", i as i64, vec![7u8; 200]),
+            ],
+            delete_items: Vec::new(),
+        };
         let t = Instant::now();
-        let seq = m
-            .log
-            .append_unsynced(vec![Write::put(
-                Key::new("bench", "waited", format!("k{}", i % 8)),
-                value.clone(),
-            )])
-            .unwrap()
-            .head_seq;
-        append.push(t.elapsed());
-        m.handle
-            .wait_durable_blocking(seq, Some(Duration::from_secs(60)))
-            .unwrap();
-        till.push(t.elapsed());
+        rt.block_on(ours.put_objects(&request)).unwrap();
+        w.upload.push(t.elapsed());
 
         let request = PutObjectRequest {
             store_id: "ng-bench".into(),
@@ -134,12 +177,18 @@ fn one_waited_write(
         };
         let t = Instant::now();
         rt.block_on(ng.put(request)).unwrap();
-        put.push(t.elapsed());
+        w.put.push(t.elapsed());
     }
-    for v in [&mut till, &mut put, &mut append] {
+    for v in [
+        &mut w.till,
+        &mut w.volatile,
+        &mut w.upload,
+        &mut w.put,
+        &mut w.append,
+    ] {
         v.sort();
     }
-    (till, put, append)
+    w
 }
 
 async fn restore_time(url: &str, token: &str, secret: [u8; 32]) -> (f64, u64) {
@@ -197,40 +246,63 @@ async fn main() {
 
     println!();
     println!(
-        "one waited write at a time: till (append unsynced + wait durable) vs one put from vss-client-ng (ldk-node's client)"
+        "one waited write at a time (ms): till (append unsynced + wait durable), the same on a log that never syncs, \
+         our client sending an upload's shape alone, and one put from vss-client-ng (ldk-node's client)"
     );
     println!(
-        "{:>8} | {:>10} | {:>10} | {:>10} | {:>10} | {:>12} | {:>10}",
-        "bytes", "till p50", "put p50", "till/put", "till p90", "put p90", "append p50"
+        "{:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>10}",
+        "bytes",
+        "till p50",
+        "volatile",
+        "upload",
+        "put p50",
+        "till/put",
+        "till p90",
+        "put p90",
+        "append p50"
     );
     let ng = Arc::new(VssClientNgApi::new(&url, &token));
+    let ours = Arc::new(client(&url, &token));
     for len in [512usize, 8_192] {
-        let m = Arc::new(
-            master(
+        let mut pair = Vec::new();
+        for durability in [Durability::Durable, Durability::Volatile] {
+            let m = master(
                 &url,
                 &token,
                 rand::random(),
                 ReplicatorConfig::default(),
-                Durability::Durable,
+                durability,
             )
-            .await,
+            .await;
+            pair.push(m);
+        }
+        let pair = Arc::new(pair);
+        let (p2, ours2, ng2, rt) = (
+            pair.clone(),
+            ours.clone(),
+            ng.clone(),
+            tokio::runtime::Handle::current(),
         );
-        let (m2, ng2, rt) = (m.clone(), ng.clone(), tokio::runtime::Handle::current());
         let n = if quick { 10 } else { 400 };
-        let (till, put, append) =
-            tokio::task::spawn_blocking(move || one_waited_write(&m2, &ng2, &rt, len, n))
-                .await
-                .unwrap();
+        let w = tokio::task::spawn_blocking(move || {
+            one_waited_write([&p2[0], &p2[1]], &ours2, &ng2, &rt, len, n)
+        })
+        .await
+        .unwrap();
         println!(
-            "{len:>8} | {:>10.3} | {:>10.3} | {:>9.2}x | {:>10.3} | {:>12.3} | {:>10.3}",
-            pct(&till, 0.5),
-            pct(&put, 0.5),
-            pct(&till, 0.5) / pct(&put, 0.5),
-            pct(&till, 0.9),
-            pct(&put, 0.9),
-            pct(&append, 0.5)
+            "{len:>6} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.2}x | {:>8.3} | {:>8.3} | {:>10.3}",
+            pct(&w.till, 0.5),
+            pct(&w.volatile, 0.5),
+            pct(&w.upload, 0.5),
+            pct(&w.put, 0.5),
+            pct(&w.till, 0.5) / pct(&w.put, 0.5),
+            pct(&w.till, 0.9),
+            pct(&w.put, 0.9),
+            pct(&w.append, 0.5)
         );
-        m.handle.stop();
+        for m in pair.iter() {
+            m.handle.stop();
+        }
     }
 
     println!();
