@@ -108,6 +108,7 @@ fn latency(m: &Master, writers: usize, per: usize) -> (Vec<Duration>, Duration) 
 ///   200-byte head at its version, in one transaction), to show what the HTTP exchange and the
 ///   server cost without the replicator around them;
 /// - `put`: one put of the same bytes from `vss-client-ng`, the client ldk-node's VSS store uses.
+#[derive(Default)]
 struct Waited {
     till: Vec<Duration>,
     volatile: Vec<Duration>,
@@ -116,45 +117,41 @@ struct Waited {
     append: Vec<Duration>,
 }
 
+/// Appends `value` unsynced to `m`'s log and waits until it is durable: (the append, the whole).
+fn waited_write(m: &Master, i: usize, value: &[u8]) -> (Duration, Duration) {
+    let t = Instant::now();
+    let seq = m
+        .log
+        .append_unsynced(vec![Write::put(
+            Key::new("bench", "waited", format!("k{}", i % 8)),
+            value.to_vec(),
+        )])
+        .unwrap()
+        .head_seq;
+    let appended = t.elapsed();
+    m.handle
+        .wait_durable_blocking(seq, Some(Duration::from_secs(60)))
+        .unwrap();
+    (appended, t.elapsed())
+}
+
 fn one_waited_write(
-    masters: [&Master; 2],
+    till: &Master,
+    volatile: &Master,
     ours: &VssClient,
     ng: &VssClientNgApi,
     rt: &tokio::runtime::Handle,
     len: usize,
     n: usize,
 ) -> Waited {
-    let mut w = Waited {
-        till: Vec::new(),
-        volatile: Vec::new(),
-        upload: Vec::new(),
-        put: Vec::new(),
-        append: Vec::new(),
-    };
+    let mut w = Waited::default();
     let shape_store = format!("upload-shape-{len}");
     for i in 0..n {
         let value = vec![(i % 251) as u8; len];
-        for (k, m) in masters.into_iter().enumerate() {
-            let t = Instant::now();
-            let seq = m
-                .log
-                .append_unsynced(vec![Write::put(
-                    Key::new("bench", "waited", format!("k{}", i % 8)),
-                    value.clone(),
-                )])
-                .unwrap()
-                .head_seq;
-            let appended = t.elapsed();
-            m.handle
-                .wait_durable_blocking(seq, Some(Duration::from_secs(60)))
-                .unwrap();
-            if k == 0 {
-                w.append.push(appended);
-                w.till.push(t.elapsed());
-            } else {
-                w.volatile.push(t.elapsed());
-            }
-        }
+        let (appended, whole) = waited_write(till, i, &value);
+        w.append.push(appended);
+        w.till.push(whole);
+        w.volatile.push(waited_write(volatile, i, &value).1);
 
         let request = PutObjectRequest {
             store_id: shape_store.clone(),
@@ -285,7 +282,7 @@ async fn main() {
         );
         let n = if quick { 10 } else { 400 };
         let w = tokio::task::spawn_blocking(move || {
-            one_waited_write([&p2[0], &p2[1]], &ours2, &ng2, &rt, len, n)
+            one_waited_write(&p2[0], &p2[1], &ours2, &ng2, &rt, len, n)
         })
         .await
         .unwrap();
