@@ -24,9 +24,10 @@
 //! object name (each u16 length-prefixed) and the caller's extra bytes, so a
 //! blob moved to another name or store, or re-labelled, fails to open.
 
+use std::cell::RefCell;
 use std::io::Read;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::event::Event;
@@ -236,7 +237,7 @@ pub fn seal(
     let mut flags = 0;
     let compressed;
     let body: &[u8] = if compress {
-        compressed = zstd::bulk::compress(payload, 3).expect("zstd compresses into memory");
+        compressed = compress_payload(payload);
         if compressed.len() < payload.len() {
             flags |= FLAG_ZSTD;
             &compressed
@@ -264,20 +265,32 @@ pub fn seal(
     let checksum = first8(blake3::hash(&header[..60]).as_bytes());
     header[60..68].copy_from_slice(&checksum);
     let aad = aad(&header, binding)?;
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: body,
-                aad: &aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
-    let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
+    // The body is encrypted where it lies in the output, behind the header.
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
     out.extend_from_slice(&header);
-    out.extend_from_slice(&ciphertext);
+    out.extend_from_slice(body);
+    let tag = XChaCha20Poly1305::new((&key.0).into())
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[HEADER_LEN..])
+        .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
+    out.extend_from_slice(&tag);
     Ok(out)
+}
+
+/// zstd level 3 with one compression context per thread: a context costs more to set up than
+/// compressing a few kilobytes with it (about 13 µs against 4 µs for 512 bytes).
+fn compress_payload(payload: &[u8]) -> Vec<u8> {
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor
+            .get_or_insert_with(|| {
+                zstd::bulk::Compressor::new(3).expect("zstd sets up a level-3 context")
+            })
+            .compress(payload)
+            .expect("zstd compresses into memory")
+    })
 }
 
 /// Opens an envelope sealed by [`seal`], checking (in this order) length,

@@ -51,6 +51,27 @@ fn round_trip_with_and_without_compression() {
     );
 }
 
+/// A thread reuses one compression context: each segment it seals after others opens to its
+/// own events and is exactly as long as the same segment sealed on a fresh thread.
+#[test]
+fn a_reused_compression_context_seals_each_segment_alone() {
+    let sizes = [20, 1, 300, 7, 20];
+    let sealed: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&n| seal_segment(&events(n), &key(), &Binding::new(STORE, NAME), true).unwrap())
+        .collect();
+    for (&n, sealed) in sizes.iter().zip(&sealed) {
+        let opened = open_segment(sealed, &key(), &Binding::new(STORE, NAME)).unwrap();
+        assert_eq!(opened, events(n));
+        let alone = std::thread::spawn(move || {
+            seal_segment(&events(n), &key(), &Binding::new(STORE, NAME), true).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(sealed.len(), alone.len(), "{n} events");
+    }
+}
+
 #[test]
 fn every_single_byte_flip_is_refused_with_the_right_error() {
     for compress in [false, true] {
