@@ -531,6 +531,62 @@ async fn a_follower_pulls_and_a_restart_resumes() {
     assert_eq!(follower.log.replay(10).unwrap(), a.log.replay(10).unwrap());
 }
 
+/// A power cut keeps what the log last synced and rolls back the unsynced commits after it, the
+/// shipped watermark's among them (`Log::mark_shipped_unsynced`), while the server already holds
+/// later uploads. The master restarts with events the server has but its watermark does not
+/// count, and the server further on. Resuming its lease must recognise those events as the
+/// server's own and pull the rest, not call them a fork.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_power_cut_the_master_resumes_over_events_its_watermark_lost() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    let secret = secret();
+    let mut a = Device::new(&url, &s.token, secret);
+    a.acquire(test_config()).await.unwrap();
+    let seq = a.append("shipped", 10);
+    durable(&a, seq).await;
+    // Five more events reach the disk, not yet the server. The file as it is now, copied
+    // without closing the log, is the disk a power cut leaves: the watermark at 10, the log at
+    // 15.
+    if let Some(r) = a.replicator.take() {
+        r.stop();
+    }
+    let on_disk = a.append("synced", 5);
+    assert_eq!((on_disk, a.log.shipped().unwrap()), (15, 10));
+    let cut = tempfile::tempdir().unwrap();
+    std::fs::copy(a.dir.path().join("till.redb"), cut.path().join("till.redb")).unwrap();
+    // Before the cut, those five events and five after them reached the server.
+    let mut a = a.reopen();
+    a.acquire(test_config()).await.unwrap();
+    let last = a.append("landed", 5);
+    durable(&a, last).await;
+    if let Some(r) = a.replicator.take() {
+        r.stop();
+    }
+
+    // The device starts again from the disk the cut left.
+    let log = std::sync::Arc::new(till_log::Log::open(cut.path().join("till.redb")).unwrap());
+    assert_eq!((log.head().unwrap().seq, log.shipped().unwrap()), (15, 10));
+    let mut restarted = Device {
+        dir: cut,
+        id: a.id,
+        log: log.clone(),
+        replica: till_vss::replica::Replica::new(log, a.replica.remote().clone(), a.id),
+        replicator: None,
+    };
+    let lease = restarted.acquire(test_config()).await.unwrap();
+    assert_eq!(lease.epoch(), 1);
+    assert_eq!(restarted.log.head().unwrap().seq, last);
+    assert_eq!(restarted.log.shipped().unwrap(), last);
+    assert_eq!(restarted.log.state().unwrap(), a.log.state().unwrap());
+    restarted.log.verify().unwrap();
+    // It ships on from there.
+    let seq = restarted.append("after", 3);
+    durable(&restarted, seq).await;
+    let c = restore_fresh(&s, secret).await.unwrap();
+    assert_eq!(c.log.state().unwrap(), restarted.log.state().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_old_history_only_when_asked() {
     let s = server(true);

@@ -233,12 +233,17 @@ impl Replica {
                 Err(e) => Err(e),
             };
         }
-        if local.seq > shipped {
-            return Err(ReplicaError::LocalFork {
-                unshipped: local.seq - shipped,
-                remote_seq: m.last_seq,
-            });
-        }
+        // Events after the watermark may be on the server already: a crash or a power cut keeps
+        // what the log synced and rolls back the unsynced commit that moved the watermark
+        // (`Log::mark_shipped_unsynced`). They are the server's own exactly when the server's
+        // event at the local head is the same event (the hash chain covers all before it);
+        // otherwise they forked. Checked on the segments pulled below, before any is applied.
+        let mut unconfirmed = (local.seq > shipped).then_some(local);
+        let (unshipped, remote_seq) = (local.seq - shipped, m.last_seq);
+        let fork = move || ReplicaError::LocalFork {
+            unshipped,
+            remote_seq,
+        };
         let mut next = self.next_segment()?.max(m.first_segment);
         if local.seq == 0
             && let Some(snapshot) = m.snapshots.last()
@@ -265,6 +270,22 @@ impl Replica {
         let ordinals: Vec<u64> = (next..m.segments).collect();
         let total = ordinals.len() as u64;
         fetch_in_order(&self.remote, &ordinals, |o, events| {
+            if let Some(head) = unconfirmed {
+                match events.iter().find(|e| e.seq >= head.seq) {
+                    Some(e) if e.seq == head.seq && e.hash() == head.hash => {
+                        self.log
+                            .mark_shipped(head.seq)
+                            .map_err(|e| ReadError::Corrupt {
+                                seq: head.seq,
+                                reason: e.to_string(),
+                            })?;
+                        unconfirmed = None;
+                    }
+                    Some(_) => return Err(fork()),
+                    // The segment ends before the local head: still this device's past.
+                    None => {}
+                }
+            }
             let fresh: Vec<Event> = events.into_iter().filter(|e| e.seq > seq).collect();
             if let Some(last) = fresh.last() {
                 seq = last.seq;
@@ -281,6 +302,9 @@ impl Replica {
             Ok::<_, ReplicaError>(true)
         })
         .await?;
+        if unconfirmed.is_some() {
+            return Err(fork());
+        }
         self.check_same_at(m.last_seq, m.last_hash)?;
         report.seq = self.log.head()?.seq;
         Ok(report)
