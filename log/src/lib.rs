@@ -54,3 +54,6 @@ pub use log::{
     REPLAY_PROGRESS_STEP, Stored, VerifyReport, Writer, create_redb_file,
 };
 pub use state::{Entry, FoldError, State};
+
+/// The storage a log can be opened on instead of a file ([`Log::open_on`]).
+pub use redb::StorageBackend;

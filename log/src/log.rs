@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{
@@ -313,6 +313,21 @@ impl Log {
         let path = path.as_ref();
         create_redb_file(path)?;
         let db = Database::create(path).map_err(StorageError::from)?;
+        Self::on_database(db, options)
+    }
+
+    /// Opens the log on `backend`, storage of redb's choosing, instead of a file. What the
+    /// backend's `sync_data` returns from is what a durable commit relies on. For tests that cut
+    /// the power under a log (a backend that drops what was written after its last sync) and
+    /// for embedding the log elsewhere.
+    pub fn open_on(backend: impl StorageBackend, options: LogOptions) -> Result<Self, OpenError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(StorageError::from)?;
+        Self::on_database(db, options)
+    }
+
+    fn on_database(db: Database, options: LogOptions) -> Result<Self, OpenError> {
         let txn = db.begin_write().map_err(StorageError::from)?;
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;

@@ -7,6 +7,7 @@
 pub mod counting_proxy;
 pub mod ldk;
 pub mod postgres;
+pub mod power_cut;
 pub mod proxy;
 pub mod readme;
 pub mod replication;
