@@ -202,7 +202,7 @@ impl Till {
     /// names. Nothing is fetched yet: call [`Till::sync`], or [`Till::acquire`] to become master.
     pub fn open(path: impl AsRef<Path>, keys: Keys, config: TillConfig) -> Result<Self, Error> {
         let log = Arc::new(Log::open(path.as_ref()).map_err(|e| Error::Log(e.to_string()))?);
-        Self::with_log(log, keys, config)
+        Self::open_log(log, keys, config)
     }
 
     /// Restores a new device from the mnemonic's backup on the server into a new log at `path`
@@ -216,14 +216,27 @@ impl Till {
         config: TillConfig,
         progress: impl FnMut(Progress),
     ) -> Result<Self, Error> {
-        let till = Self::open(path, keys, config)?;
+        let log = Arc::new(Log::open(path.as_ref()).map_err(|e| Error::Log(e.to_string()))?);
+        Self::restore_log(log, keys, config, progress)
+    }
+
+    /// [`Till::restore`] into an empty log the caller opened ([`Till::open_log`]).
+    pub fn restore_log(
+        log: Arc<Log>,
+        keys: Keys,
+        config: TillConfig,
+        progress: impl FnMut(Progress),
+    ) -> Result<Self, Error> {
+        let till = Self::open_log(log, keys, config)?;
         let remote = till.replica.remote().clone();
         till.runtime
             .block_on(till_vss::replica::restore(&remote, &till.log, progress))?;
         Ok(till)
     }
 
-    fn with_log(log: Arc<Log>, keys: Keys, config: TillConfig) -> Result<Self, Error> {
+    /// [`Till::open`] on a log the caller opened, on a file or on other storage
+    /// ([`Log::open_on`]; the tests cut the power under one).
+    pub fn open_log(log: Arc<Log>, keys: Keys, config: TillConfig) -> Result<Self, Error> {
         let device = device_id(&log)?;
         let remote = remote(&keys, &config.backup)?;
         let replica = Replica::new(Arc::clone(&log), remote, device);

@@ -7,7 +7,8 @@
 //! comes (before the n-th call from [`Disk::cut_after`]), the image it leaves is the disk as of
 //! the last sync plus each later write or length change kept or lost at random, in order; from
 //! then on every call fails, as the process would be gone. [`Disk::with_image`] starts a new disk
-//! from that image, as the device starting again.
+//! from that image, as the device starting again; [`Disk::on_cut`] lets a process write it where
+//! its next start finds it.
 
 use std::fmt;
 use std::io;
@@ -21,6 +22,9 @@ use till_log::StorageBackend;
 #[derive(Clone)]
 pub struct Disk(Arc<Mutex<Inner>>);
 
+/// What [`Disk::on_cut`] calls with the image.
+type CutHook = Box<dyn FnOnce(&[u8]) + Send>;
+
 struct Inner {
     /// What reads see.
     current: Vec<u8>,
@@ -31,6 +35,8 @@ struct Inner {
     cut_in: Option<u64>,
     /// What the cut left, once it came.
     image: Option<Vec<u8>>,
+    /// Called with the image when the cut comes.
+    on_cut: Option<CutHook>,
     rng: StdRng,
 }
 
@@ -92,6 +98,7 @@ impl Disk {
             since_sync: Vec::new(),
             cut_in: None,
             image: None,
+            on_cut: None,
             rng: StdRng::seed_from_u64(seed),
         })))
     }
@@ -108,6 +115,13 @@ impl Disk {
         if inner.image.is_none() {
             inner.cut();
         }
+    }
+
+    /// Calls `hook` with the image when the cut comes, inside the call that meets it, with the
+    /// disk locked (nothing else reads or writes it meanwhile): to write the image where the
+    /// device will find it when it starts again.
+    pub fn on_cut(&self, hook: impl FnOnce(&[u8]) + Send + 'static) {
+        self.lock().on_cut = Some(Box::new(hook));
     }
 
     /// What the cut left, once it came.
@@ -131,6 +145,9 @@ impl Inner {
             if self.rng.gen_bool(0.5) {
                 change.redo(&mut image);
             }
+        }
+        if let Some(hook) = self.on_cut.take() {
+            hook(&image);
         }
         self.image = Some(image);
         self.cut_in = None;

@@ -807,6 +807,9 @@ struct ChildMaster {
     lines: mpsc::Receiver<String>,
     /// Lines read while waiting for another, for [`ChildMaster::drain`].
     seen: Vec<String>,
+    /// The file whose appearance cuts the power under the process's log, if it runs on a
+    /// [`till_tests::power_cut::Disk`].
+    power_cut: Option<PathBuf>,
 }
 
 impl ChildMaster {
@@ -824,7 +827,29 @@ impl ChildMaster {
         listen: &SocketAddress,
         takeover: bool,
     ) -> Result<ChildMaster, String> {
+        Self::try_start_on(env, keys, dir, listen, takeover, false)
+    }
+
+    /// [`ChildMaster::try_start`]; with `power_cut`, the process keeps its log on a disk whose
+    /// power [`ChildMaster::cut_power`] cuts.
+    fn try_start_on(
+        env: &Env,
+        keys: &Keys,
+        dir: &Path,
+        listen: &SocketAddress,
+        takeover: bool,
+        power_cut: bool,
+    ) -> Result<ChildMaster, String> {
+        let trigger = power_cut.then(|| dir.join("cut-the-power"));
         let mut command = Command::new(master_binary());
+        if let Some(trigger) = &trigger {
+            match std::fs::remove_file(trigger) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("removing {}: {e}", trigger.display()),
+            }
+            command.env("TILL_ROLES_POWER_CUT", trigger);
+        }
         command
             .env("TILL_ROLES_LOG", dir.join("till.redb"))
             .env("TILL_ROLES_STORAGE", dir.join("ldk"))
@@ -856,6 +881,7 @@ impl ChildMaster {
             stdin,
             lines,
             seen: Vec::new(),
+            power_cut: trigger,
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -928,6 +954,19 @@ impl ChildMaster {
                 into.push(id.to_owned());
             }
         }
+    }
+
+    /// Cuts the power under the process's log: what the cut left is written to the log file,
+    /// then the process is SIGKILLed. Returns the lines it printed that were not read yet.
+    fn cut_power(mut self) -> Vec<String> {
+        let trigger = self
+            .power_cut
+            .clone()
+            .expect("a master started with power_cut");
+        std::fs::write(&trigger, b"").expect("cutting the power");
+        let cut = self.expect_any(&["power-cut"]);
+        assert_eq!(cut, "power-cut");
+        self.kill()
     }
 
     /// SIGKILLs the process; returns the lines it printed that were not read yet.
@@ -1047,6 +1086,10 @@ struct ChaosCounts {
     new_device_restores: usize,
     old_device_takeovers: usize,
     old_device_forked: usize,
+    /// Rounds that ended with the power cut under the master's log instead of a SIGKILL.
+    power_cuts: usize,
+    /// Devices that started again from what a cut left, as the next master.
+    resumed_after_a_cut: usize,
     monitors_set_back: usize,
     sales_succeeded: usize,
     sales_failed: usize,
@@ -1139,16 +1182,19 @@ fn reconnect_child(customer: &TestNode, node_id: PublicKey, listen: &SocketAddre
 }
 
 /// Issue 9's chaos test. Rounds of a merchant taking and making payments while its master
-/// process is SIGKILLed at a random moment: while the customer pays, while the merchant pays,
-/// right after a sale (during its upload), or during a handoff. Then a device takes over: a new
-/// one restored from the mnemonic, or an older one whose log is behind (or forked, when it died
-/// with events the server never got; it is then restored as `till` tells the merchant to).
+/// process is SIGKILLed, or the power cut under its log, at a random moment: while the customer
+/// pays, while the merchant pays, right after a sale (during its upload), or during a handoff.
+/// A SIGKILL keeps everything the process wrote; a power cut ([`till_tests::power_cut::Disk`])
+/// keeps what the log synced and, at random, some of what it wrote after. Then a device takes
+/// over: after a power cut, the same device starting again from what the cut left; otherwise a
+/// new one restored from the mnemonic, or an older one whose log is behind (or forked, when it
+/// died with events the server never got; it is then restored as `till` tells the merchant to).
 /// After every round: every payment the customer or the merchant saw complete is in the new
 /// master's balance, the customer's channel is open (no force close), and the new master's log
 /// verifies locally and against the server.
 ///
-/// `TILL_CHAOS_ROUNDS` (default 30, about 3 minutes, so CI stays short; issue 9's 100 rounds are
-/// `TILL_CHAOS_ROUNDS=100`, about 15 minutes here, since later rounds restore a longer log) and
+/// `TILL_CHAOS_ROUNDS` (default 30, about a minute, so CI stays short; issue 9's 100 rounds are
+/// `TILL_CHAOS_ROUNDS=100`, about 5 minutes here, since later rounds restore a longer log) and
 /// `TILL_CHAOS_SEED` (default random, printed) set the run.
 #[test]
 fn chaos_the_master_is_killed_at_random_moments() {
@@ -1190,8 +1236,18 @@ fn chaos_the_master_is_killed_at_random_moments() {
     };
     // Each round a device becomes master and settles the last round; the last one (always a
     // new device) only settles.
+    let mut cut_device = None;
     for round in 0..=rounds {
-        let (mut m, balance) = chaos.take_over(round, round == rounds, &mut rng);
+        // Half the rounds end with the power cut under the master's log, not a SIGKILL; the
+        // device whose power was cut starts again as the next master.
+        let power_cut = round < rounds && rng.gen_bool(0.5);
+        let (mut m, balance, device) = chaos.take_over(
+            round,
+            round == rounds,
+            cut_device.take(),
+            power_cut,
+            &mut rng,
+        );
         let up = started.elapsed();
         if round == rounds {
             let _ = m.kill();
@@ -1249,14 +1305,22 @@ fn chaos_the_master_is_killed_at_random_moments() {
                 counts.killed_while_merchant_pays += 1;
             }
         }
-        for line in m.kill() {
+        let lines = if power_cut {
+            chaos.counts.power_cuts += 1;
+            cut_device = Some(device);
+            m.cut_power()
+        } else {
+            m.kill()
+        };
+        for line in lines {
             chaos.merchant.note(&line);
         }
         chaos.counts.rounds += 1;
         eprintln!(
-            "chaos round {round} done after {:?} (mode {mode}, delay {delay:?}; master settled \
-             at {up:?})",
-            started.elapsed()
+            "chaos round {round} done after {:?} (mode {mode}, delay {delay:?}, {}; master \
+             settled at {up:?})",
+            started.elapsed(),
+            if power_cut { "power cut" } else { "SIGKILL" }
         );
     }
 
@@ -1304,33 +1368,47 @@ impl Chaos<'_> {
         &mut self,
         round: usize,
         fresh: bool,
+        after_cut: Option<usize>,
+        power_cut: bool,
         rng: &mut impl rand::Rng,
-    ) -> (ChildMaster, u64) {
+    ) -> (ChildMaster, u64, usize) {
         let listen = free_address();
-        let reuse = !fresh && !self.devices.is_empty() && rng.gen_bool(0.3);
-        let index = if reuse {
+        let after_cut = after_cut.filter(|_| !fresh);
+        let reuse = after_cut.is_some() || !fresh && !self.devices.is_empty() && rng.gen_bool(0.3);
+        let index = if let Some(index) = after_cut {
+            index
+        } else if reuse {
             rng.gen_range(0..self.devices.len())
         } else {
             self.devices.push(tempfile::tempdir().unwrap());
             self.devices.len() - 1
         };
         let dir = self.devices[index].path().to_owned();
-        let mut m = match ChildMaster::try_start(self.env, self.keys, &dir, &listen, true) {
+        let start = |dir: &Path| {
+            ChildMaster::try_start_on(self.env, self.keys, dir, &listen, true, power_cut)
+        };
+        let mut m = match start(&dir) {
             Ok(m) => {
-                if reuse {
+                if after_cut.is_some() {
+                    self.counts.resumed_after_a_cut += 1;
+                } else if reuse {
                     self.counts.old_device_takeovers += 1;
                 } else {
                     self.counts.new_device_restores += 1;
                 }
                 m
             }
+            // No other device ran since the cut: whatever it left, the device's log is its own
+            // history, behind or ahead of the server's, never a fork.
+            Err(e) if after_cut.is_some() => {
+                panic!("round {round}: the device does not start again after its power cut: {e}")
+            }
             Err(e) if reuse && e.contains("never reached the server") => {
                 // What `till` tells the merchant: restore this device from the backup.
                 self.counts.old_device_forked += 1;
                 std::fs::remove_dir_all(&dir).unwrap();
                 std::fs::create_dir_all(&dir).unwrap();
-                ChildMaster::try_start(self.env, self.keys, &dir, &listen, true)
-                    .unwrap_or_else(|e| panic!("round {round}: restore failed: {e}"))
+                start(&dir).unwrap_or_else(|e| panic!("round {round}: restore failed: {e}"))
             }
             Err(e) => panic!("round {round}: the new master failed: {e}"),
         };
@@ -1362,7 +1440,7 @@ impl Chaos<'_> {
             in_step_with_the_server(&verified),
             "round {round}: the new master's log against the server: {verified}"
         );
-        (m, balance)
+        (m, balance, index)
     }
 }
 

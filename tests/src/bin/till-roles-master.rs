@@ -1,11 +1,14 @@
-//! Child process for the engine roles test: a Till master that is killed (SIGKILL) mid-stream.
+//! Child process for the engine roles test: a Till master that is killed (SIGKILL) mid-stream,
+//! or whose power is cut.
 //!
 //! Configured from the environment: `TILL_ROLES_LOG` (log file; restored from the server when it
 //! does not exist yet), `TILL_ROLES_STORAGE`, `TILL_ROLES_LISTEN`, `TILL_ROLES_ESPLORA`,
 //! `TILL_ROLES_VSS`, `TILL_ROLES_TOKEN`, `TILL_ROLES_MNEMONIC` (never printed). Acquires the
 //! lease (with `TILL_ROLES_TAKEOVER` set, takes it over from a lost device when another holds
 //! it), starts the node, prints `aligned ...` (what the build set back in the channel monitors)
-//! and `ready`. Then reads commands from stdin:
+//! and `ready`. With `TILL_ROLES_POWER_CUT` (a path), the log lives on a [`Disk`] in memory
+//! whose power is cut when that file appears: what the cut left goes to the log file, and the
+//! process prints `power-cut` and waits to be killed. Then reads commands from stdin:
 //! - `invoice MSAT` prints `invoice BOLT11`;
 //! - `pay BOLT11` starts paying and prints `paying PAYMENT_ID` (the outcome comes as an event),
 //!   or `not-paying REASON` when it cannot start;
@@ -17,8 +20,9 @@
 //! PAYMENT_ID` and `failed PAYMENT_ID` for its own payments, `closed CHANNEL_ID` for a closed
 //! channel. Errors print `error ...` and exit 1.
 
-use std::io::BufRead as _;
-use std::path::PathBuf;
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldk_node::Event;
@@ -27,7 +31,43 @@ use till_engine::{
     Audit, BackupConfig, Error, Keys, NodeConfig, ReplicatorConfig, TakeoverConfirmed, Till,
     TillConfig,
 };
+use till_log::{Log, LogOptions};
+use till_tests::power_cut::Disk;
 use till_vss::{ClientConfig, RetryPolicy};
+
+/// The log's disk for `TILL_ROLES_POWER_CUT`: the file's bytes (if it exists) on a [`Disk`] in
+/// memory, whose power is cut once the trigger file appears. The cut writes what it left to the
+/// file, synced, prints `power-cut` and holds the disk until the test SIGKILLs the process.
+fn power_cut_disk(log: &Path, trigger: PathBuf) -> (bool, Disk) {
+    let existed = log.exists();
+    let bytes = if existed {
+        std::fs::read(log).unwrap_or_else(|e| fail(&format!("reading the log: {e}")))
+    } else {
+        Vec::new()
+    };
+    let disk = Disk::with_image(bytes, rand::random());
+    let path = log.to_owned();
+    disk.on_cut(move |image| {
+        let mut temp = path.clone().into_os_string();
+        temp.push(".cut");
+        let mut file = std::fs::File::create(&temp).expect("creating the cut's image");
+        file.write_all(image).expect("writing the cut's image");
+        file.sync_all().expect("syncing the cut's image");
+        std::fs::rename(&temp, &path).expect("putting the cut's image in place");
+        println!("power-cut");
+        loop {
+            std::thread::park();
+        }
+    });
+    let watched = disk.clone();
+    std::thread::spawn(move || {
+        while !trigger.exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        watched.cut_now();
+    });
+    (existed, disk)
+}
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| fail(&format!("{name} is not set")))
@@ -67,10 +107,19 @@ fn main() {
         backoff_max: Duration::from_millis(500),
         ..ReplicatorConfig::default()
     };
-    let till = if log.exists() {
-        Till::open(&log, keys, config)
-    } else {
-        Till::restore(&log, keys, config, |_| {})
+    let till = match std::env::var_os("TILL_ROLES_POWER_CUT") {
+        None if log.exists() => Till::open(&log, keys, config),
+        None => Till::restore(&log, keys, config, |_| {}),
+        Some(trigger) => {
+            let (existed, disk) = power_cut_disk(&log, PathBuf::from(trigger));
+            let opened = Log::open_on(disk, LogOptions::default())
+                .unwrap_or_else(|e| fail(&format!("the log does not open: {e}")));
+            if existed {
+                Till::open_log(Arc::new(opened), keys, config)
+            } else {
+                Till::restore_log(Arc::new(opened), keys, config, |_| {})
+            }
+        }
     }
     .unwrap_or_else(|e| fail(&e.to_string()));
     let acquired = match till.acquire() {
