@@ -110,10 +110,12 @@ pub fn backup_state(state: &ReplicatorState) -> BackupState {
 /// A [`DurabilityBarrier`] over a running `till_vss` replicator.
 ///
 /// Waits ride out outages (the replicator retries; [`DurabilityBarrier::state`] says
-/// [`BackupState::Unreachable`]). When the replicator is fenced, a wait parks its caller for good
-/// instead of returning (see the module docs); when it stopped for another reason (released,
-/// stopped, failed), the wait fails with [`BarrierError::Stopped`]: by then the node was stopped
-/// first, so no channel-state write can be waiting.
+/// [`BackupState::Unreachable`]). When the replicator is fenced or failed (this device's log
+/// could not be written, say), a wait parks its caller for good instead of returning (see the
+/// module docs): the till stops the node, and LDK neither acts on the write nor panics on a
+/// failed one. When it stopped on purpose (released, stopped), the wait fails with
+/// [`BarrierError::Stopped`]: by then the node was stopped first, so no channel-state write can
+/// be waiting.
 #[derive(Clone, Debug)]
 pub struct ReplicatorBarrier {
     handle: ReplicatorHandle,
@@ -135,11 +137,16 @@ impl ReplicatorBarrier {
         &self.handle
     }
 
-    /// How many writes are parked because the device was fenced: channel state LDK will never
-    /// see acknowledged.
+    /// How many writes are parked because the device was fenced or its log could not be
+    /// written: channel state LDK will never see acknowledged.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::SeqCst)
     }
+}
+
+/// Whether the replicator ended because this device cannot go on, rather than on purpose.
+fn failed(handle: &ReplicatorHandle) -> bool {
+    matches!(handle.status().state, ReplicatorState::Failed(_))
 }
 
 fn fenced_error(f: Fenced) -> BarrierError {
@@ -166,6 +173,7 @@ impl DurabilityBarrier for ReplicatorBarrier {
         match self.handle.wait_durable_blocking(seq, None) {
             Ok(()) => Ok(()),
             Err(DurableError::Fenced(_)) => park_forever(&self.parked),
+            Err(_) if failed(&self.handle) => park_forever(&self.parked),
             Err(e) => Err(BarrierError::Stopped(e.to_string())),
         }
     }
@@ -183,6 +191,11 @@ impl DurabilityBarrier for ReplicatorBarrier {
                     std::future::pending::<()>().await;
                     Err(fenced_error(f))
                 }
+                Err(e) if failed(&handle) => {
+                    parked.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Err(BarrierError::Stopped(e.to_string()))
+                }
                 Err(e) => Err(BarrierError::Stopped(e.to_string())),
             }
         })
@@ -195,6 +208,23 @@ impl DurabilityBarrier for ReplicatorBarrier {
     /// The replicator syncs the log while it uploads: what it reports durable is on disk too.
     fn syncs_log(&self) -> bool {
         true
+    }
+
+    /// Ends the replicator as failed; the till's supervisor then stops the node.
+    fn log_failed(&self, reason: Option<&str>) -> bool {
+        self.handle.fail(reason.map(str::to_owned));
+        true
+    }
+
+    fn hold_blocking(&self) -> ! {
+        park_forever(&self.parked)
+    }
+
+    fn hold(&self) -> BarrierFuture {
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        // As a fenced write's: dropping it (the node's runtime shutting down) is the only way
+        // out, and it acknowledges nothing.
+        Box::pin(std::future::pending())
     }
 }
 

@@ -595,7 +595,12 @@ fn supervise(state: &Mutex<State>, handle: &till_vss::replica::ReplicatorHandle,
             device: f.device,
             epoch: f.epoch,
         },
-        Err(e) => State::Failed(e.to_string()),
+        // The replicator's own reason when it failed (this device's log could not be
+        // written, say), rather than the wait's.
+        Err(e) => match handle.status().state {
+            till_vss::replica::ReplicatorState::Failed(reason) => State::Failed(reason),
+            _ => State::Failed(e.to_string()),
+        },
         Ok(()) => State::Failed("the replicator ended".to_owned()),
     };
     let State::Master(master) = std::mem::replace(&mut *state, next) else {

@@ -52,6 +52,29 @@ pub trait DurabilityBarrier: Send + Sync {
     fn syncs_log(&self) -> bool {
         false
     }
+
+    /// The device's log could not take a write (its disk is full, say): nothing more can
+    /// become durable. `reason` is `None` when the failure only repeats an earlier one, whose
+    /// reason is the one to tell. A barrier that ships ends its shipper as failed, so the
+    /// till stops the node, and returns `true`: the write is then held for good
+    /// ([`DurabilityBarrier::hold_blocking`], [`DurabilityBarrier::hold`]), as a fenced
+    /// device's writes are, instead of failing, since LDK panics on channel state it cannot
+    /// persist and acts on nothing held. `false` (the default): the write fails.
+    fn log_failed(&self, _reason: Option<&str>) -> bool {
+        false
+    }
+
+    /// Holds the calling thread for good (see [`DurabilityBarrier::log_failed`]).
+    fn hold_blocking(&self) -> ! {
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// A future that never resolves (see [`DurabilityBarrier::log_failed`]).
+    fn hold(&self) -> BarrierFuture {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Why a durability wait cannot succeed.
@@ -267,7 +290,11 @@ impl LogStore {
         &self,
         writes: Vec<Write>,
     ) -> Result<till_log::AppendOutcome, till_log::AppendError> {
-        let outcome = self.log.append(writes)?;
+        let outcome = self.log.append(writes).inspect_err(|e| {
+            if let Failed::Log(e) = Failed::from(e.clone()) {
+                self.barrier.log_failed(reason_of(&e).as_deref());
+            }
+        })?;
         self.barrier.notify(outcome.head_seq);
         Ok(outcome)
     }
@@ -298,7 +325,7 @@ impl LogStore {
 
     /// Commits one write to the log and tells the barrier. Returns what the caller must wait
     /// for before acknowledging, if anything.
-    fn commit(&self, write: Write, lazy: bool) -> io::Result<Option<Wait>> {
+    fn commit(&self, write: Write, lazy: bool) -> Result<Option<Wait>, Failed> {
         // The manager, with a gate: always waited for, since its durability completes the
         // monitor writes it records.
         if let Some(gate) = self
@@ -340,13 +367,13 @@ impl LogStore {
         &self,
         writes: Vec<Write>,
         released_by_barrier: bool,
-    ) -> io::Result<till_log::AppendOutcome> {
+    ) -> Result<till_log::AppendOutcome, Failed> {
         if released_by_barrier && self.barrier.syncs_log() {
             self.log.append_unsynced(writes)
         } else {
             self.log.append(writes)
         }
-        .map_err(other)
+        .map_err(Failed::from)
     }
 
     /// Commits the channel manager through the gate, serialized afresh under the gate's order
@@ -354,7 +381,11 @@ impl LogStore {
     /// when it needs one. An unchanged manager that would record nothing new is not written
     /// again: the wait is for the one already committed. `None` when there is nothing to
     /// write (no node and nothing given).
-    fn commit_manager(&self, gate: &Arc<Gate>, given: Option<Write>) -> io::Result<Option<Wait>> {
+    fn commit_manager(
+        &self,
+        gate: &Arc<Gate>,
+        given: Option<Write>,
+    ) -> Result<Option<Wait>, Failed> {
         let mut order = gate.order();
         let write = match (gate.encode_manager(), given) {
             (Some(bytes), given) => {
@@ -411,7 +442,14 @@ impl LogStore {
         if !gate.has_unrecorded() {
             return Ok(None);
         }
-        let Some(wait) = self.commit_manager(gate, None)? else {
+        let wait = match self.commit_manager(gate, None) {
+            Err(Failed::Log(e)) => {
+                self.barrier.log_failed(reason_of(&e).as_deref());
+                return Err(other(log_failed(&e)));
+            }
+            result => result?,
+        };
+        let Some(wait) = wait else {
             return Ok(None);
         };
         let Wait { passed, .. } = wait;
@@ -429,7 +467,13 @@ impl LogStore {
     }
 
     fn write_blocking(&self, write: Write, lazy: bool) -> io::Result<()> {
-        if let Some(wait) = self.commit(write, lazy)? {
+        let wait = match self.commit(write, lazy) {
+            Err(Failed::Log(e)) if self.barrier.log_failed(reason_of(&e).as_deref()) => {
+                self.barrier.hold_blocking()
+            }
+            other => other.map_err(io::Error::from)?,
+        };
+        if let Some(wait) = wait {
             self.barrier
                 .wait_durable_blocking(wait.passed.seq)
                 .map_err(barrier_failed)?;
@@ -442,7 +486,11 @@ impl LogStore {
         let wait = match self.commit(write, lazy) {
             Ok(Some(wait)) => wait,
             Ok(None) => return Box::pin(std::future::ready(Ok(()))),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Err(Failed::Log(e)) if self.barrier.log_failed(reason_of(&e).as_deref()) => {
+                let held = self.barrier.hold();
+                return Box::pin(async move { held.await.map_err(barrier_failed) });
+            }
+            Err(e) => return Box::pin(std::future::ready(Err(e.into()))),
         };
         let durable = self.barrier.wait_durable(wait.passed.seq);
         let observer = self.observer.clone();
@@ -467,6 +515,46 @@ fn barrier_passed(passed: &BarrierPassed, manager: Option<&Gate>, observer: Opti
     }
     if let Some(gate) = manager {
         gate.manager_durable(passed.seq, observer);
+    }
+}
+
+/// Why a write did not commit: the log could not take it (its storage failed: the device's
+/// disk is full, say), or the write itself was refused.
+#[derive(Debug)]
+enum Failed {
+    Log(till_log::AppendError),
+    Refused(io::Error),
+}
+
+impl From<till_log::AppendError> for Failed {
+    fn from(e: till_log::AppendError) -> Self {
+        use till_log::AppendError::{Corrupt, Interrupted, Storage};
+        match e {
+            Storage(_) | Interrupted | Corrupt(_) => Failed::Log(e),
+            refused => Failed::Refused(other(refused)),
+        }
+    }
+}
+
+impl From<Failed> for io::Error {
+    fn from(e: Failed) -> Self {
+        match e {
+            Failed::Log(e) => other(log_failed(&e)),
+            Failed::Refused(e) => e,
+        }
+    }
+}
+
+/// What the merchant reads when the log could not take a write.
+fn log_failed(e: &till_log::AppendError) -> String {
+    format!("this device's log could not be written: {e}")
+}
+
+/// [`log_failed`], or `None` when the failure only repeats an earlier one.
+fn reason_of(e: &till_log::AppendError) -> Option<String> {
+    match e {
+        till_log::AppendError::Storage(s) if s.follows_an_earlier_failure() => None,
+        e => Some(log_failed(e)),
     }
 }
 

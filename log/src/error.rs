@@ -10,6 +10,15 @@ use crate::state::FoldError;
 #[error("log storage: {0}")]
 pub struct StorageError(#[source] Arc<redb::Error>);
 
+impl StorageError {
+    /// Whether this failure only repeats an earlier one: after a write fails, redb refuses
+    /// every later one ("Previous I/O error occurred") until the log is reopened. The earlier
+    /// failure is the one that says what happened.
+    pub fn follows_an_earlier_failure(&self) -> bool {
+        matches!(*self.0, redb::Error::PreviousIo)
+    }
+}
+
 impl<E: Into<redb::Error>> From<E> for StorageError {
     fn from(e: E) -> Self {
         Self(Arc::new(e.into()))
@@ -57,6 +66,13 @@ pub enum OpenError {
     /// The file's metadata is damaged.
     #[error("the log's metadata is damaged: {0}")]
     Corrupt(String),
+}
+
+impl AppendError {
+    /// Whether this failure only repeats an earlier one ([`StorageError::follows_an_earlier_failure`]).
+    pub fn follows_an_earlier_failure(&self) -> bool {
+        matches!(self, AppendError::Storage(s) if s.follows_an_earlier_failure())
+    }
 }
 
 /// Why an append failed. Nothing of a failed append is stored.

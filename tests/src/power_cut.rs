@@ -37,6 +37,8 @@ struct Inner {
     image: Option<Vec<u8>>,
     /// Called with the image when the cut comes.
     on_cut: Option<CutHook>,
+    /// Writes and length changes fail as on a full disk (reads and syncs still work).
+    full: bool,
     rng: StdRng,
 }
 
@@ -99,6 +101,7 @@ impl Disk {
             cut_in: None,
             image: None,
             on_cut: None,
+            full: false,
             rng: StdRng::seed_from_u64(seed),
         })))
     }
@@ -107,6 +110,12 @@ impl Disk {
     /// (reads do not count), so it can fall anywhere inside a commit.
     pub fn cut_after(&self, calls: u64) {
         self.lock().cut_in = Some(calls.max(1));
+    }
+
+    /// Fills the disk (`true`) or frees space on it (`false`): while full, every write and
+    /// length change fails with "No space left on device".
+    pub fn set_full(&self, full: bool) {
+        self.lock().full = full;
     }
 
     /// Cuts the power now, if it is still on.
@@ -169,6 +178,17 @@ impl Inner {
         }
         Ok(())
     }
+
+    /// Fails once the disk is full.
+    fn space(&self) -> io::Result<()> {
+        if self.full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Disk {
@@ -210,6 +230,7 @@ impl StorageBackend for Disk {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut inner = self.lock();
         inner.power(true)?;
+        inner.space()?;
         let change = Change::make(&mut inner.current, len as usize, None);
         inner.since_sync.push(change);
         Ok(())
@@ -225,6 +246,7 @@ impl StorageBackend for Disk {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut inner = self.lock();
         inner.power(true)?;
+        inner.space()?;
         let change = Change::make(&mut inner.current, offset as usize, Some(data.to_vec()));
         inner.since_sync.push(change);
         Ok(())
@@ -270,6 +292,19 @@ mod tests {
             assert!(allowed.contains(&image.as_slice()), "{image:?}");
             seen.insert(image);
         }
+        // A full disk refuses writes and length changes, not reads; freed, it takes them again.
+        let disk = Disk::new(0);
+        disk.write(0, b"kept").unwrap();
+        disk.set_full(true);
+        let err = disk.write(4, b"more").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(disk.set_len(10).is_err());
+        let mut read = [0u8; 4];
+        disk.read(0, &mut read).unwrap();
+        assert_eq!(&read, b"kept");
+        disk.set_full(false);
+        disk.write(4, b"more").unwrap();
+        assert_eq!(disk.len().unwrap(), 8);
         // Also the two ends: nothing kept, everything kept.
         assert!(seen.contains(b"synced..".as_slice()));
         assert!(seen.contains(b"syAB\0\0CD".as_slice()));

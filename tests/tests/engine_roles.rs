@@ -1530,3 +1530,81 @@ fn check_round(
     }
     assert_channel_open(customer, channel);
 }
+
+/// The master's disk fills while it takes payments: every write to its log fails with "No space
+/// left on device" ([`till_tests::power_cut::Disk`]). The till stops its node and says why,
+/// holding the write that failed instead of failing it (LDK would panic on channel state it
+/// cannot persist); no payment completes unbacked. The device then starts again on what its disk
+/// held, with space freed: every payment either side saw complete is in its balance, the channel
+/// is open, and it takes payments again.
+#[test]
+fn a_full_disk_stops_the_master_and_loses_nothing() {
+    let env = env();
+    let Shop {
+        merchant: a,
+        keys,
+        customer,
+        channel,
+    } = shop(&env, None);
+    let node_id: PublicKey = a.node().info().node_id;
+    let start_sats = a.lightning_sats();
+    a.till.handoff().expect("A hands off");
+    drop(a);
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_address();
+    let mut b = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, true)
+        .unwrap_or_else(|e| panic!("B does not start: {e}"));
+    reconnect_child(&customer, node_id, &listen);
+    let invoice = b.invoice(SALE_SATS);
+    customer.bolt11_payment().send(&invoice, None).unwrap();
+    assert!(payment_outcome(&customer, "the first sale"));
+    b.expect("received");
+
+    // The disk fills; the customer pays again.
+    let invoice = b.invoice(SALE_SATS);
+    std::fs::write(dir.path().join("cut-the-power.full"), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let sent = customer.bolt11_payment().send(&invoice, None).is_ok();
+    let mut reason = String::new();
+    wait_until("B to stop its node and say why", || {
+        b.send("role");
+        reason = b.expect("role ");
+        reason.starts_with("Failed")
+    });
+    assert!(
+        reason.contains("this device's log could not be")
+            && reason.contains("No space left on device"),
+        "{reason}"
+    );
+    let mut saw = MerchantSaw::default();
+    for line in b.drain() {
+        saw.note(&line);
+    }
+    // Restarted on what its disk held, with space freed.
+    std::fs::remove_file(dir.path().join("cut-the-power.full")).unwrap();
+    for line in b.cut_power() {
+        saw.note(&line);
+    }
+    let listen = free_address();
+    let mut c = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, false)
+        .unwrap_or_else(|e| panic!("B does not start again after its disk filled: {e}"));
+    reconnect_child(&customer, node_id, &listen);
+    let second = sent && payment_outcome(&customer, "the second sale's outcome");
+    let expected = start_sats + SALE_SATS * (1 + u64::from(second));
+    wait_until("the balance to match what the customer paid", || {
+        c.send("balance");
+        c.expect("balance ").parse::<u64>().unwrap() == expected
+    });
+    let invoice = c.invoice(SALE_SATS);
+    customer.bolt11_payment().send(&invoice, None).unwrap();
+    assert!(payment_outcome(&customer, "a sale after the restart"));
+    c.expect("received");
+    c.send("balance");
+    assert_eq!(
+        c.expect("balance ").parse::<u64>().unwrap(),
+        expected + SALE_SATS
+    );
+    assert_channel_open(&customer, &channel);
+    eprintln!("the till said: {reason}; the second sale succeeded: {second}");
+    let _ = c.kill();
+}

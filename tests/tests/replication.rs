@@ -721,6 +721,44 @@ async fn a_master_resumes_after_a_power_cut_at_any_moment_without_loss() {
     assert!(acked > 0, "no write was ever acknowledged before a cut");
 }
 
+/// A device that cannot go on (its log cannot be written) ends its replicator as failed: with
+/// the first reason given, whatever comes after; with a general one when every failure only
+/// repeated an earlier one. A wait for an event not yet durable then fails with that reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_that_cannot_be_written_ends_the_replicator_with_its_first_reason() {
+    let s = server(true);
+    let url = s.server.vss_url();
+    for reasons in [vec![None, Some("first"), Some("second")], vec![None, None]] {
+        let mut a = Device::new(&url, &s.token, secret());
+        a.acquire(test_config()).await.unwrap();
+        let seq = a.append("shipped", 3);
+        durable(&a, seq).await;
+        for reason in &reasons {
+            a.replicator().fail(reason.map(str::to_owned));
+        }
+        let expected = reasons.iter().flatten().next().map_or(
+            "this device's log could not be written (an earlier write to it failed)",
+            |first| first,
+        );
+        let seq = a.append("after", 1);
+        let err = tokio::time::timeout(WAIT, a.replicator().wait_durable(seq))
+            .await
+            .expect("the wait ends")
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+        until("the replicator to end as failed", async || {
+            a.replicator().status().state == ReplicatorState::Failed(expected.to_owned())
+        })
+        .await;
+        // It stays failed once its worker has stopped.
+        a.replicator().stop();
+        assert_eq!(
+            a.replicator().status().state,
+            ReplicatorState::Failed(expected.to_owned())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_old_history_only_when_asked() {
     let s = server(true);

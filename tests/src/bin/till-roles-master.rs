@@ -14,7 +14,8 @@
 //!   or `not-paying REASON` when it cannot start;
 //! - `handoff` hands the till off and prints `handed-off`;
 //! - `balance` prints `balance SATS` (lightning);
-//! - `verify` checks the local chain against the server's head and prints `verified STATUS`.
+//! - `verify` checks the local chain against the server's head and prints `verified STATUS`;
+//! - `role` prints `role ROLE` (master, or why not), which never fails.
 //!
 //! Events: `received PAYMENT_ID` once the till's event loop recorded a received payment, `sent
 //! PAYMENT_ID` and `failed PAYMENT_ID` for its own payments, `closed CHANNEL_ID` for a closed
@@ -36,7 +37,8 @@ use till_tests::power_cut::Disk;
 use till_vss::{ClientConfig, RetryPolicy};
 
 /// The log's disk for `TILL_ROLES_POWER_CUT`: the file's bytes (if it exists) on a [`Disk`] in
-/// memory, whose power is cut once the trigger file appears. The cut writes what it left to the
+/// memory, full while a file named like the trigger plus `.full` exists, and whose power is cut
+/// once the trigger file appears. The cut writes what it left to the
 /// file, synced, prints `power-cut` and holds the disk until the test SIGKILLs the process.
 fn power_cut_disk(log: &Path, trigger: PathBuf) -> (bool, Disk) {
     let existed = log.exists();
@@ -60,8 +62,12 @@ fn power_cut_disk(log: &Path, trigger: PathBuf) -> (bool, Disk) {
         }
     });
     let watched = disk.clone();
+    let mut full = trigger.clone().into_os_string();
+    full.push(".full");
+    let full = PathBuf::from(full);
     std::thread::spawn(move || {
         while !trigger.exists() {
+            watched.set_full(full.exists());
             std::thread::sleep(Duration::from_millis(1));
         }
         watched.cut_now();
@@ -195,6 +201,7 @@ fn main() {
                     .unwrap_or_else(|e| fail(&e.to_string()));
                 println!("verified {:?}", check.status);
             }
+            (Some("role"), None) => println!("role {:?}", till.role()),
             _ => fail(&format!("unknown command {line:?}")),
         }
     }

@@ -176,15 +176,53 @@ struct Shared {
 struct Control {
     release: bool,
     stop: bool,
+    /// Why the device cannot go on, as met where it happened ([`ReplicatorHandle::fail`], or a
+    /// sync of the log that failed): the state becomes failed and stays so, whatever the worker
+    /// was doing meanwhile.
+    failed: Option<String>,
+    /// The device cannot go on, and the reason is still to come (from the worker, or from
+    /// another [`ReplicatorHandle::fail`]).
+    failing: bool,
 }
 
 impl Shared {
     fn update(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let first = match &status.state {
+            ReplicatorState::Failed(first) => Some(first.clone()),
+            _ => None,
+        };
         f(&mut status);
+        // A failure is final. The reason that tells what happened is the one met first where
+        // it happened ([`Control::failed`]), else the worker's first.
+        let reported = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .clone();
+        if let Some(reason) = reported.or(first) {
+            status.state = ReplicatorState::Failed(reason);
+        }
         drop(status);
         self.changed_sync.notify_all();
         self.changed.notify_waiters();
+    }
+
+    /// See [`ReplicatorHandle::fail`].
+    fn fail(&self, reason: Option<String>) {
+        {
+            let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            match reason {
+                Some(reason) => {
+                    control.failed.get_or_insert(reason);
+                }
+                None => control.failing = true,
+            }
+            control.stop = true;
+        }
+        self.update(|_| {});
+        self.wake.notify_one();
     }
 
     fn control(&self) -> (bool, bool) {
@@ -380,6 +418,18 @@ impl ReplicatorHandle {
         result
     }
 
+    /// Ends shipping because the device cannot go on (its log cannot be written): the state
+    /// becomes [`ReplicatorState::Failed`] with `reason` for good, every waiter for an event
+    /// not yet durable gets [`DurableError::Stopped`], and the worker stops at its next turn.
+    /// Does not wait for it: the caller may be a thread the worker's upload waits on.
+    ///
+    /// `reason` is `None` when the caller's error only repeats an earlier failure, whose
+    /// reason comes from whoever met it first; if none ever comes, the worker fails with a
+    /// general one when it stops.
+    pub fn fail(&self, reason: Option<String>) {
+        self.shared.fail(reason);
+    }
+
     /// Stops shipping without releasing the lease (the device keeps it and
     /// resumes on restart). Waits for the thread to end.
     pub fn stop(&self) {
@@ -471,7 +521,20 @@ impl Worker {
         loop {
             let (release, stop) = self.shared.control();
             if stop {
-                self.finish(ReplicatorState::Stopped);
+                let failing = self
+                    .shared
+                    .control
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failing;
+                self.finish(if failing {
+                    ReplicatorState::Failed(
+                        "this device's log could not be written (an earlier write to it failed)"
+                            .into(),
+                    )
+                } else {
+                    ReplicatorState::Stopped
+                });
                 return;
             }
             match self.outbox() {
@@ -566,7 +629,16 @@ impl Worker {
     fn sync_to(&self, seq: u64) -> Option<Sync> {
         (self.log.synced_seq() < seq).then(|| {
             let log = Arc::clone(&self.log);
-            tokio::task::spawn_blocking(move || log.sync())
+            let shared = Arc::clone(&self.shared);
+            tokio::task::spawn_blocking(move || {
+                // Told at once: the upload's answer may bring another failure of the log, one
+                // that only repeats this one, before this sync's result is read.
+                log.sync().inspect_err(|e| {
+                    if !e.follows_an_earlier_failure() {
+                        shared.fail(Some(synced_error(e)));
+                    }
+                })
+            })
         })
     }
 
@@ -931,7 +1003,7 @@ impl Worker {
                 upload.last_seq,
                 &[(NEXT_SEGMENT, segments.to_le_bytes().as_slice())],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("this device's log could not be written: {e}"))?;
         self.manifest = upload.manifest;
         self.version += 1;
         // A follower whose answer was lost did not land if this (built after it) did, or this
@@ -947,9 +1019,15 @@ async fn synced(sync: Option<Sync>) -> Result<(), String> {
     let Some(sync) = sync else { return Ok(()) };
     match sync.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot sync the log to disk: {e}")),
-        Err(e) => Err(format!("cannot sync the log to disk: {e}")),
+        Ok(Err(e)) => Err(synced_error(&e)),
+        Err(e) => Err(format!(
+            "this device's log could not be synced to disk: {e}"
+        )),
     }
+}
+
+fn synced_error(e: &till_log::AppendError) -> String {
+    format!("this device's log could not be synced to disk: {e}")
 }
 
 /// Stops waiting for a follower whose upload before it did not land (fenced, stopped or
