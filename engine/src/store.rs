@@ -291,8 +291,8 @@ impl LogStore {
         writes: Vec<Write>,
     ) -> Result<till_log::AppendOutcome, till_log::AppendError> {
         let outcome = self.log.append(writes).inspect_err(|e| {
-            if let Failed::Log(e) = Failed::from(e.clone()) {
-                self.barrier.log_failed(reason_of(&e).as_deref());
+            if log_itself_failed(e) {
+                self.barrier.log_failed(reason_of(e).as_deref());
             }
         })?;
         self.barrier.notify(outcome.head_seq);
@@ -528,12 +528,19 @@ enum Failed {
 
 impl From<till_log::AppendError> for Failed {
     fn from(e: till_log::AppendError) -> Self {
-        use till_log::AppendError::{Corrupt, Interrupted, Storage};
-        match e {
-            Storage(_) | Interrupted | Corrupt(_) => Failed::Log(e),
-            refused => Failed::Refused(other(refused)),
+        if log_itself_failed(&e) {
+            Failed::Log(e)
+        } else {
+            Failed::Refused(other(e))
         }
     }
+}
+
+/// Whether the log itself failed (its storage, or a commit cut short), rather than refusing
+/// the write.
+fn log_itself_failed(e: &till_log::AppendError) -> bool {
+    use till_log::AppendError::{Corrupt, Interrupted, Storage};
+    matches!(e, Storage(_) | Interrupted | Corrupt(_))
 }
 
 impl From<Failed> for io::Error {

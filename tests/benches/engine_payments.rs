@@ -51,6 +51,7 @@ use till_engine::{
 };
 use till_log::Log;
 use till_tests::counting_proxy::CountingProxy;
+use till_tests::env_or;
 use till_tests::ldk::{
     CHANNEL_READY_CONFIRMATIONS, TestChain, TestNode, free_address, fund_node, node_builder,
     start_node, wait_event, wait_until,
@@ -599,13 +600,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The pairs `TILL_BENCH_PAIRS` names (comma-separated labels; default all five).
 fn chosen_pairs() -> Vec<&'static str> {
     const ALL: [&str; 5] = ["a", "a0", "a1", "b", "c"];
@@ -641,9 +635,9 @@ fn capacity_for(payments: usize) -> u64 {
 }
 
 fn main() {
-    let payments = env_count("TILL_BENCH_PAYMENTS", 40);
-    let burst = env_count("TILL_BENCH_BURST", 20);
-    let rounds = env_count("TILL_BENCH_ROUNDS", 4).clamp(1, payments.max(1));
+    let payments = env_or("TILL_BENCH_PAYMENTS", 40usize);
+    let burst = env_or("TILL_BENCH_BURST", 20usize);
+    let rounds = env_or("TILL_BENCH_ROUNDS", 4usize).clamp(1, payments.max(1));
     let chosen = chosen_pairs();
     let capacity = capacity_for(payments + rounds * burst + 1);
     let started = Instant::now();
@@ -657,7 +651,7 @@ fn main() {
     let server = TillServer::start(&bin, store, &[]);
     // 0 (the default) is plain loopback; more puts that round trip between the merchants and
     // the server, as a server across a network would.
-    let round_trip = Duration::from_millis(env_count("TILL_BENCH_RTT_MS", 0) as u64);
+    let round_trip = Duration::from_millis(env_or("TILL_BENCH_RTT_MS", 0u64));
     let proxy = || CountingProxy::with_round_trip(server.addr(), round_trip);
     let (till_proxy, a0_proxy, a1_proxy, ldk_proxy) = (proxy(), proxy(), proxy(), proxy());
     let chain = TestChain::start();

@@ -669,17 +669,9 @@ pub fn start_server(
 
 #[allow(dead_code)]
 fn main() {
-    let secs: u64 = std::env::var("LOAD_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let secs: u64 = till_tests::env_or("LOAD_SECS", 30);
     let mut config = LoadConfig::new(Duration::from_secs(secs));
-    if let Some(n) = std::env::var("LOAD_DEVICES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        config.devices = n;
-    }
+    config.devices = till_tests::env_or("LOAD_DEVICES", config.devices);
     let binary = till_tests::server::release_server();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,3 +15,12 @@ pub mod server;
 pub mod shop;
 pub mod tls_front;
 pub mod vss_conformance;
+
+/// The number in the environment variable `name`, or `default` when it is unset or not a
+/// number: how the longer runs of the randomized tests and benchmarks are asked for.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

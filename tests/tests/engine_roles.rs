@@ -422,6 +422,35 @@ fn shop(env: &Env, observer: Option<Arc<Mutex<Checked>>>) -> Shop {
     }
 }
 
+/// A shop whose in-process merchant A handed the till off, for master processes to take over:
+/// the customer with its channel, the node's id and A's lightning balance when it left.
+struct HandedOff {
+    keys: Keys,
+    customer: TestNode,
+    channel: ldk_node::ChannelDetails,
+    node_id: PublicKey,
+    start_sats: u64,
+}
+
+fn shop_handed_off(env: &Env) -> HandedOff {
+    let Shop {
+        merchant: a,
+        keys,
+        customer,
+        channel,
+    } = shop(env, None);
+    let node_id: PublicKey = a.node().info().node_id;
+    let start_sats = a.lightning_sats();
+    a.till.handoff().expect("A hands off");
+    HandedOff {
+        keys,
+        customer,
+        channel,
+        node_id,
+        start_sats,
+    }
+}
+
 #[test]
 fn every_channel_state_write_is_on_the_server_before_ldk_sees_it() {
     const ROUNDS: usize = 20;
@@ -1199,28 +1228,19 @@ fn reconnect_child(customer: &TestNode, node_id: PublicKey, listen: &SocketAddre
 #[test]
 fn chaos_the_master_is_killed_at_random_moments() {
     use rand::{Rng, SeedableRng};
-    let rounds: usize = std::env::var("TILL_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("TILL_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
+    let rounds: usize = till_tests::env_or("TILL_CHAOS_ROUNDS", 30);
+    let seed: u64 = till_tests::env_or("TILL_CHAOS_SEED", rand::random());
     eprintln!("chaos: {rounds} rounds, TILL_CHAOS_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let env = env();
-    let Shop {
-        merchant: a,
+    let HandedOff {
         keys,
         customer,
         channel,
-    } = shop(&env, None);
-    let node_id: PublicKey = a.node().info().node_id;
-    let start_sats = a.lightning_sats();
-    a.till.handoff().expect("A hands off");
-    drop(a);
+        node_id,
+        start_sats,
+    } = shop_handed_off(&env);
 
     let mut chaos = Chaos {
         env: &env,
@@ -1540,16 +1560,13 @@ fn check_round(
 #[test]
 fn a_full_disk_stops_the_master_and_loses_nothing() {
     let env = env();
-    let Shop {
-        merchant: a,
+    let HandedOff {
         keys,
         customer,
         channel,
-    } = shop(&env, None);
-    let node_id: PublicKey = a.node().info().node_id;
-    let start_sats = a.lightning_sats();
-    a.till.handoff().expect("A hands off");
-    drop(a);
+        node_id,
+        start_sats,
+    } = shop_handed_off(&env);
     let dir = tempfile::tempdir().unwrap();
     let listen = free_address();
     let mut b = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, true)

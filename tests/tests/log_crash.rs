@@ -104,10 +104,7 @@ fn sigkill_during_appends_loses_no_acknowledged_event() {
 /// appended at that seq, and its watermark is not past its head.
 #[test]
 fn a_power_cut_anywhere_loses_no_durable_append() {
-    let rounds: u64 = std::env::var("TILL_POWER_CUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
+    let rounds: u64 = till_tests::env_or("TILL_POWER_CUTS", 150);
     let first_seed: u64 = rand::random();
     let (mut durable_checked, mut unsynced_kept) = (0u64, 0u64);
     for round in 0..rounds {

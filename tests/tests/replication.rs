@@ -600,10 +600,7 @@ async fn after_a_power_cut_the_master_resumes_over_events_its_watermark_lost() {
 /// then the backup's, and it ships on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_resumes_after_a_power_cut_at_any_moment_without_loss() {
-    let rounds: u64 = std::env::var("TILL_POWER_CUTS_SHIPPING")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let rounds: u64 = till_tests::env_or("TILL_POWER_CUTS_SHIPPING", 24);
     let s = server(true);
     let url = s.server.vss_url();
     let first_seed: u64 = rand::random();
