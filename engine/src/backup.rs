@@ -10,18 +10,17 @@
 //! A fenced device must never acknowledge channel state to LDK, and must not crash either: LDK
 //! treats a failed channel-monitor write as unrecoverable and panics (`ChainMonitor` poisons its
 //! monitor lock and panics in `update_channel`; ldk-node panics when the background processor's
-//! channel-manager write fails). So once the replicator reports [`Fenced`], a waiting write
-//! neither succeeds nor fails: it stays parked while the role supervisor stops the node and
-//! refuses every further command. The parked thread never resumes; the process exits with it.
+//! channel-manager write fails). So once the replicator reports [`ReplicatorState::Fenced`] (or
+//! [`ReplicatorState::Failed`]: this device's log could not be written), a waiting write neither
+//! succeeds nor fails: it stays parked while the role supervisor stops the node and refuses every
+//! further command. The parked thread never resumes; the process exits with it.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use till_vss::replica::{
-    BackupKeys, DurableError, Fenced, Remote, ReplicatorHandle, ReplicatorState,
-};
+use till_vss::replica::{BackupKeys, DurableError, Remote, ReplicatorHandle, ReplicatorState};
 use till_vss::{BearerToken, ClientConfig, VssClient};
 
 use crate::error::Error;
@@ -149,19 +148,19 @@ fn failed(handle: &ReplicatorHandle) -> bool {
     matches!(handle.status().state, ReplicatorState::Failed(_))
 }
 
-fn fenced_error(f: Fenced) -> BarrierError {
-    BarrierError::Fenced {
-        device: f.device,
-        epoch: f.epoch,
-    }
-}
-
 /// Parks the calling thread for good: a fenced write must neither succeed nor fail.
 fn park_forever(parked: &AtomicUsize) -> ! {
     parked.fetch_add(1, Ordering::SeqCst);
     loop {
         std::thread::park();
     }
+}
+
+/// [`park_forever`] for an async caller: counted now, and never resolves. Dropping it (the
+/// node's runtime shutting down) is the only way out, and it acknowledges nothing.
+fn pend_forever<T>(parked: &AtomicUsize) -> std::future::Pending<T> {
+    parked.fetch_add(1, Ordering::SeqCst);
+    std::future::pending()
 }
 
 impl DurabilityBarrier for ReplicatorBarrier {
@@ -184,18 +183,8 @@ impl DurabilityBarrier for ReplicatorBarrier {
         Box::pin(async move {
             match handle.wait_durable(seq).await {
                 Ok(()) => Ok(()),
-                Err(DurableError::Fenced(f)) => {
-                    parked.fetch_add(1, Ordering::SeqCst);
-                    // Never resolves: dropping the future (the node's runtime shutting down)
-                    // is the only way out, and it acknowledges nothing.
-                    std::future::pending::<()>().await;
-                    Err(fenced_error(f))
-                }
-                Err(e) if failed(&handle) => {
-                    parked.fetch_add(1, Ordering::SeqCst);
-                    std::future::pending::<()>().await;
-                    Err(BarrierError::Stopped(e.to_string()))
-                }
+                Err(DurableError::Fenced(_)) => pend_forever(&parked).await,
+                Err(_) if failed(&handle) => pend_forever(&parked).await,
                 Err(e) => Err(BarrierError::Stopped(e.to_string())),
             }
         })
@@ -221,10 +210,7 @@ impl DurabilityBarrier for ReplicatorBarrier {
     }
 
     fn hold(&self) -> BarrierFuture {
-        self.parked.fetch_add(1, Ordering::SeqCst);
-        // As a fenced write's: dropping it (the node's runtime shutting down) is the only way
-        // out, and it acknowledges nothing.
-        Box::pin(std::future::pending())
+        Box::pin(pend_forever(&self.parked))
     }
 }
 
@@ -232,6 +218,7 @@ impl DurabilityBarrier for ReplicatorBarrier {
 mod tests {
     use super::*;
     use till_log::DeviceId;
+    use till_vss::replica::Fenced;
 
     #[test]
     fn replicator_states_map_to_backup_states() {
