@@ -343,6 +343,30 @@ impl Server {
     /// Opens the store and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Server, Error> {
         let (store, share) = open_serving(&config.backend, true).await?;
+        Server::bind_store(config, store, share, true).await
+    }
+
+    /// Like [`Server::bind`], on a redb store that `backend` keeps instead of a file: for the
+    /// tests that cut the power under the server (`till_tests::power_cut::Disk`).
+    /// `config.backend` is not used, no admin socket is bound, and the store, having no file,
+    /// is not opened again after an I/O failure.
+    pub async fn bind_on(
+        config: ServeConfig,
+        backend: impl redb::StorageBackend,
+    ) -> Result<Server, Error> {
+        let storage =
+            tokio::task::spawn_blocking(move || store::redb::RedbStorage::open_on(backend))
+                .await
+                .map_err(|e| StoreError::new("opening the redb store panicked", e))??;
+        Server::bind_store(config, Arc::new(storage), None, false).await
+    }
+
+    async fn bind_store(
+        config: ServeConfig,
+        store: Arc<dyn Storage>,
+        share: Option<Arc<dyn share::Share>>,
+        with_admin: bool,
+    ) -> Result<Server, Error> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -352,6 +376,7 @@ impl Server {
         let local = listener.local_addr().map_err(Error::Serve)?;
         check_open_file_limit(config.max_connections);
         let admin = match &config.backend {
+            _ if !with_admin => None,
             Backend::Redb { data_dir } => match admin::AdminSocket::bind(data_dir) {
                 Ok(socket) => Some(socket),
                 // Serving matters more; only `invite create` on a running server is lost.

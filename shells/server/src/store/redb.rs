@@ -90,8 +90,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// every put that was answered). Until it is open again, requests fail at once, naming the cause;
 /// a full disk heals without a restart once space is freed.
 struct Db {
-    /// The file, opened again after a failure (an in-memory store has none and stays closed).
-    path: PathBuf,
+    /// The file, opened again after a failure; `None` for a store on a storage backend (in
+    /// memory, or a test's disk), which stays closed.
+    path: Option<PathBuf>,
     state: Mutex<DbState>,
 }
 
@@ -137,7 +138,7 @@ impl Failure for RedeemError {
 }
 
 impl Db {
-    fn new(db: Database, path: PathBuf) -> Db {
+    fn new(db: Database, path: Option<PathBuf>) -> Db {
         Db {
             path,
             state: Mutex::new(DbState {
@@ -178,6 +179,13 @@ impl Db {
             return Ok((db.clone(), *generation));
         }
         let cause = state.cause;
+        let Some(path) = &self.path else {
+            return Err(StoreError::new(
+                "the redb store is closed after an I/O failure",
+                "it has no file to open again; restart the server",
+            )
+            .with_cause(cause));
+        };
         let closed = move || {
             StoreError::new(
                 "the redb store is closed after an I/O failure",
@@ -191,8 +199,8 @@ impl Db {
         state.reopening = true;
         state.tried = Some(Instant::now());
         drop(state);
-        // `open`, not `create`: the file exists (an in-memory store has none and stays closed).
-        let opened = Database::open(&self.path);
+        // `open`, not `create`: the file exists.
+        let opened = Database::open(path);
         let mut state = self.lock();
         state.reopening = false;
         match opened {
@@ -202,7 +210,7 @@ impl Db {
                 state.open = Some((db.clone(), state.generation));
                 eprintln!(
                     "till-server: the redb store {} is open again after an I/O failure",
-                    self.path.display()
+                    path.display()
                 );
                 Ok((db, state.generation))
             }
@@ -231,10 +239,15 @@ impl Db {
             state.open.take().map(|(db, _)| db)
         };
         let Some(mut db) = db else { return };
-        eprintln!(
-            "till-server: closing the redb store {} after an I/O failure, to open it again",
-            self.path.display()
-        );
+        match &self.path {
+            Some(path) => eprintln!(
+                "till-server: closing the redb store {} after an I/O failure, to open it again",
+                path.display()
+            ),
+            None => eprintln!(
+                "till-server: closing the redb store after an I/O failure; it has no file to open again"
+            ),
+        }
         let deadline = Instant::now() + CLOSE_WAIT;
         loop {
             match Arc::try_unwrap(db) {
@@ -281,20 +294,27 @@ impl RedbStorage {
                 ),
             )
         })?;
-        RedbStorage::start(db, &path)
+        RedbStorage::start(db, Some(&path))
     }
 
     /// A store in memory, empty, gone when dropped: for the fuzz targets, which need a fresh
     /// server per input without touching the disk.
     pub(crate) fn open_in_memory() -> Result<RedbStorage, StoreError> {
-        let db = redb::Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| StoreError::new("could not create the in-memory redb store", e))?;
-        RedbStorage::start(db, Path::new("(in memory)"))
+        RedbStorage::open_on(redb::backends::InMemoryBackend::new())
     }
 
-    /// Checks or creates the layout of `db` (at `path`, for messages) and starts its writer.
-    fn start(db: Database, path: &Path) -> Result<RedbStorage, StoreError> {
+    /// The store `backend` keeps (created if it is empty), instead of a file: for the fuzz
+    /// targets and for the tests that cut the power under the server. Having no file, it cannot
+    /// be opened again after an I/O failure; it stays closed.
+    pub(crate) fn open_on(backend: impl redb::StorageBackend) -> Result<RedbStorage, StoreError> {
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::new("could not open the redb store on its backend", e))?;
+        RedbStorage::start(db, None)
+    }
+
+    /// Checks or creates the layout of `db` (in the file at `path`, if any) and starts its writer.
+    fn start(db: Database, path: Option<&Path>) -> Result<RedbStorage, StoreError> {
         let wtx = db.begin_write().map_err(|e| err("begin write")(e.into()))?;
         {
             let mut meta = wtx
@@ -317,7 +337,7 @@ impl RedbStorage {
                         "refusing the redb store",
                         format!(
                             "{} has format version {other}; this till-server reads versions 1 to {FORMAT} only",
-                            path.display()
+                            path.map_or("the store".into(), |p| p.display().to_string())
                         ),
                     ));
                 }
@@ -340,7 +360,7 @@ impl RedbStorage {
                 .map_err(|e| err("open invoices")(e.into()))?;
         }
         wtx.commit().map_err(|e| err("commit")(e.into()))?;
-        let db = Arc::new(Db::new(db, path.to_path_buf()));
+        let db = Arc::new(Db::new(db, path.map(Path::to_path_buf)));
         let (writer, jobs) = mpsc::channel(4096);
         let writer_db = db.clone();
         std::thread::Builder::new()
