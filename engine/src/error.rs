@@ -53,6 +53,19 @@ pub enum Error {
     /// No payment with this id is known.
     #[error("no payment {0} is known to this node")]
     PaymentNotFound(String),
+    /// The device's disk has less free space than the node keeps for the payments in flight
+    /// ([`crate::NodeConfig::min_free_disk`]), so it refuses new sales.
+    #[error(
+        "this device's disk has {} free, less than the {} the till keeps for the payments in flight: new sales are refused until space is freed on it",
+        crate::disk::megabytes(*.free),
+        crate::disk::megabytes(*.floor)
+    )]
+    DiskNearlyFull {
+        /// Bytes free on the disk that holds the log.
+        free: u64,
+        /// The free space the node keeps.
+        floor: u64,
+    },
     /// The payment cannot be refunded (not received, or not completed).
     #[error("payment {payment} cannot be refunded: {reason}")]
     NotRefundable {

@@ -38,6 +38,7 @@
 
 mod audit;
 mod backup;
+pub mod disk;
 mod error;
 mod gate;
 mod hub;

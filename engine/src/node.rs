@@ -57,6 +57,10 @@ pub struct NodeConfig {
     /// Whether ldk-node syncs the wallets and fee rates in the background. Tests turn it off and
     /// call [`Node::sync`] when they have mined.
     pub background_sync: bool,
+    /// Below this many bytes free on the disk that holds the log, new sales (invoices) are
+    /// refused, so the room left goes to the payments in flight ([`Error::DiskNearlyFull`]).
+    /// Default [`DEFAULT_MIN_FREE_DISK`](crate::disk::DEFAULT_MIN_FREE_DISK); 0 turns it off.
+    pub min_free_disk: u64,
 }
 
 impl NodeConfig {
@@ -71,6 +75,7 @@ impl NodeConfig {
             lsp: None,
             storage_dir,
             background_sync: true,
+            min_free_disk: crate::disk::DEFAULT_MIN_FREE_DISK,
         }
     }
 }
@@ -165,6 +170,8 @@ pub struct NodeInfo {
     pub peers: usize,
     /// The backup's state.
     pub backup: BackupState,
+    /// Bytes free on the disk that holds the log (`None` for a log that is not a file).
+    pub disk_free: Option<u64>,
 }
 
 /// Till's record of a refund (`till/refunds/<refund payment id>`), postcard after the version byte.
@@ -417,6 +424,22 @@ impl Node {
                 .filter(|p| p.is_connected)
                 .count(),
             backup: self.backup_state(),
+            disk_free: self.disk_free(),
+        }
+    }
+
+    /// Bytes free on the disk that holds the log, or `None` when the log is not a file (or the
+    /// file system cannot tell).
+    pub fn disk_free(&self) -> Option<u64> {
+        crate::disk::free_bytes(self.store.log().path()?).ok()
+    }
+
+    /// Refuses a new sale when the disk has less free space than the node keeps.
+    fn room_for_a_sale(&self) -> Result<(), Error> {
+        let floor = self.config.min_free_disk;
+        match self.disk_free() {
+            Some(free) if free < floor => Err(Error::DiskNearlyFull { free, floor }),
+            _ => Ok(()),
         }
     }
 
@@ -429,6 +452,7 @@ impl Node {
     ) -> Result<CreatedInvoice, Error> {
         let description = Description::new(description.to_owned())
             .map_err(|e| Error::InvalidInput(format!("invoice description: {e}")))?;
+        self.room_for_a_sale()?;
         let invoice = self.inner.bolt11_payment().receive(
             amount_msat,
             &Bolt11InvoiceDescription::Direct(description),
@@ -452,6 +476,7 @@ impl Node {
     ) -> Result<CreatedInvoice, Error> {
         let description = Description::new(description.to_owned())
             .map_err(|e| Error::InvalidInput(format!("invoice description: {e}")))?;
+        self.room_for_a_sale()?;
         let invoice = self.inner.bolt11_payment().receive_via_jit_channel(
             amount_msat,
             &Bolt11InvoiceDescription::Direct(description),

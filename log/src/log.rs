@@ -3,7 +3,7 @@
 //! the outbox watermark, written together in one transaction per group commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -180,6 +180,8 @@ pub struct Log {
     group: Group,
     /// Every event up to this seq is on disk (see [`Log::append_unsynced`]).
     synced: AtomicU64,
+    /// The file, when the log is one (not a storage backend's).
+    path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Log {
@@ -313,7 +315,14 @@ impl Log {
         let path = path.as_ref();
         create_redb_file(path)?;
         let db = Database::create(path).map_err(StorageError::from)?;
-        Self::on_database(db, options)
+        let mut log = Self::on_database(db, options)?;
+        log.path = Some(path.to_path_buf());
+        Ok(log)
+    }
+
+    /// The log's file, unless it was opened on a storage backend ([`Log::open_on`]).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Opens the log on `backend`, storage of redb's choosing, instead of a file. What the
@@ -381,6 +390,7 @@ impl Log {
             options,
             group: Group::default(),
             synced: AtomicU64::new(synced),
+            path: None,
         })
     }
 

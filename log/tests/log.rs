@@ -719,3 +719,17 @@ fn unsynced_appends_are_visible_at_once_and_synced_by_the_next_durable_commit() 
     let log = Log::open(dir.path().join("log.redb")).unwrap();
     assert_eq!(log.synced_seq(), 4);
 }
+
+#[test]
+fn a_log_knows_its_file_and_a_backend_log_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.redb");
+    let log = Log::open(&path).unwrap();
+    assert_eq!(log.path(), Some(path.as_path()));
+    let in_memory = Log::open_on(
+        redb::backends::InMemoryBackend::new(),
+        till_log::LogOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(in_memory.path(), None);
+}

@@ -96,6 +96,18 @@ fn build_merchant(
     dir: &Path,
     passed: Arc<Mutex<Vec<BarrierPassed>>>,
 ) -> Merchant {
+    build_merchant_with(chain, keys, listen, dir, passed, |_| {})
+}
+
+/// [`build_merchant`], with `tweak` changing the node's config last.
+fn build_merchant_with(
+    chain: &TestChain,
+    keys: Keys,
+    listen: SocketAddress,
+    dir: &Path,
+    passed: Arc<Mutex<Vec<BarrierPassed>>>,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Merchant {
     let log_path = dir.join("till.redb");
     let storage = dir.join("ldk");
     let log = Arc::new(Log::open(&log_path).expect("the merchant's log opens"));
@@ -106,6 +118,7 @@ fn build_merchant(
     config.listen = vec![listen.clone()];
     config.alias = Some("till test merchant".to_owned());
     config.background_sync = false;
+    tweak(&mut config);
     let node = Node::build(config, &keys, store).expect("the merchant's node builds");
     let events = node.subscribe();
     node.start().expect("the merchant's node starts");
@@ -544,15 +557,43 @@ fn the_mnemonic_decides_the_node_and_commands_refuse_bad_input() {
     );
     assert_eq!(second.node.info().node_id, info.node_id);
     assert_ne!(second.node.info().device_id, info.device_id);
+    // This one keeps more free disk than any disk has: it refuses new sales, saying why.
     let third_dir = tempfile::tempdir().unwrap();
-    let third = build_merchant(
+    let third = build_merchant_with(
         &chain,
         Keys::from_phrase(&phrase, Some("another passphrase")).unwrap(),
         free_address(),
         third_dir.path(),
         Arc::default(),
+        |config| config.min_free_disk = u64::MAX,
     );
     assert_ne!(third.node.info().node_id, info.node_id);
+    let free = info.disk_free.expect("the log is a file on a disk");
+    assert!(free > 0);
+    let refused = third
+        .node
+        .create_invoice(42_000, "two coffees", 300)
+        .unwrap_err();
+    match &refused {
+        Error::DiskNearlyFull { free, floor } => {
+            assert!(*free > 0);
+            assert_eq!(*floor, u64::MAX);
+        }
+        other => panic!("a sale on a disk below the floor must be refused as such, got {other}"),
+    }
+    let text = refused.to_string();
+    assert!(
+        text.starts_with("this device's disk has ")
+            && text.contains("new sales are refused until space is freed"),
+        "{text}"
+    );
+    assert!(matches!(
+        third
+            .node
+            .create_jit_invoice(42_000, "two coffees", 300, None),
+        Err(Error::DiskNearlyFull { .. })
+    ));
+
     for merchant in [&first, &second, &third] {
         merchant.node.stop().unwrap();
         assert!(matches!(merchant.node.stop(), Err(Error::NotRunning)));

@@ -30,7 +30,8 @@ pub fn engine_failure(e: Error) -> Failure {
         | Error::NotMaster
         | Error::AlreadyRunning
         | Error::NotRefundable { .. }
-        | Error::PaymentNotFound(_) => Failure::Refused(e.to_string()),
+        | Error::PaymentNotFound(_)
+        | Error::DiskNearlyFull { .. } => Failure::Refused(e.to_string()),
         Error::InvalidMnemonic(_) | Error::InvalidInput(_) => Failure::Usage(e.to_string()),
         Error::Log(text) if text.contains("already open") || text.contains("in use") => {
             Failure::Refused(

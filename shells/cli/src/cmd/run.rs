@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
+use till_engine::disk::{self, DEFAULT_MIN_FREE_DISK};
 use till_engine::{
     BackupState, CommandExecutor, HubClient, HubConfig, HubError, Role, TakeoverConfirmed, Till,
 };
@@ -111,6 +112,7 @@ impl Daemon {
             "durable_seq": durable,
             "backup_lag_events": head.saturating_sub(durable),
             "backup": backup_text(&self.till.backup_state()),
+            "disk_free_bytes": self.till.disk_free(),
             "uploads": replicator.as_ref().map(|r| r.uploads),
             "bytes_uploaded": replicator.as_ref().map(|r| r.bytes_uploaded),
             "hub_connected": hub.as_ref().map(|h| h.connected),
@@ -254,6 +256,43 @@ enum FollowError {
     Fatal(String),
 }
 
+/// Tells the merchant, once, when the device's disk is getting full (new sales stop below
+/// [`DEFAULT_MIN_FREE_DISK`]), and when it has room again.
+#[derive(Default)]
+struct DiskWatch {
+    checked: Option<Instant>,
+    low: bool,
+}
+
+impl DiskWatch {
+    /// How often free space is looked at.
+    const EVERY: Duration = Duration::from_secs(10);
+    /// Warned below this many times the floor, all clear above it.
+    const MARGIN: u64 = 4;
+
+    fn check(&mut self, till: &Till) -> Option<String> {
+        if self.checked.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return None;
+        }
+        self.checked = Some(Instant::now());
+        let free = till.disk_free()?;
+        let low = free < DEFAULT_MIN_FREE_DISK.saturating_mul(Self::MARGIN);
+        if low == self.low {
+            return None;
+        }
+        self.low = low;
+        Some(if low {
+            format!(
+                "disk: only {} free on this device; new sales are refused below {} (free some space)",
+                disk::megabytes(free),
+                disk::megabytes(DEFAULT_MIN_FREE_DISK)
+            )
+        } else {
+            format!("disk: {} free again", disk::megabytes(free))
+        })
+    }
+}
+
 fn backup_text(state: &BackupState) -> String {
     match state {
         BackupState::Ok => "ok".to_owned(),
@@ -374,6 +413,7 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
     }
     let mut last_role = String::new();
     let mut last_backup = String::new();
+    let mut disk = DiskWatch::default();
     let mut last_follow = Instant::now() - FOLLOW_EVERY;
     let mut last_error = String::new();
     // Whether a sync has succeeded since the daemon started (it says so once).
@@ -461,6 +501,9 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
         if matches!(role, Role::Master { .. }) && backup != last_backup {
             say(format!("backup: {backup}"));
             last_backup = backup;
+        }
+        if let Some(news) = disk.check(&daemon.till) {
+            say(news);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
