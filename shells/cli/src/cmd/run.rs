@@ -275,8 +275,12 @@ impl DiskWatch {
             return None;
         }
         self.checked = Some(Instant::now());
-        let free = till.disk_free()?;
-        let low = free < DEFAULT_MIN_FREE_DISK.saturating_mul(Self::MARGIN);
+        self.seen(till.disk_free()?, DEFAULT_MIN_FREE_DISK)
+    }
+
+    /// What to say, if anything, now that `free` bytes are free and sales stop below `floor`.
+    fn seen(&mut self, free: u64, floor: u64) -> Option<String> {
+        let low = free < floor.saturating_mul(Self::MARGIN);
         if low == self.low {
             return None;
         }
@@ -285,7 +289,7 @@ impl DiskWatch {
             format!(
                 "disk: only {} free on this device; new sales are refused below {} (free some space)",
                 disk::megabytes(free),
-                disk::megabytes(DEFAULT_MIN_FREE_DISK)
+                disk::megabytes(floor)
             )
         } else {
             format!("disk: {} free again", disk::megabytes(free))
@@ -519,4 +523,33 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
     }
     say("stopped".to_owned());
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DiskWatch;
+
+    #[test]
+    fn the_disk_watch_warns_once_when_space_runs_low_and_once_when_it_is_back() {
+        let floor = 64_000_000;
+        let mut watch = DiskWatch::default();
+        assert_eq!(
+            watch.seen(10_000_000_000, floor),
+            None,
+            "plenty: nothing to say"
+        );
+        assert_eq!(
+            watch.seen(200_000_000, floor).as_deref(),
+            Some(
+                "disk: only 200 MB free on this device; new sales are refused below 64 MB (free some space)"
+            )
+        );
+        assert_eq!(watch.seen(100_000_000, floor), None, "said once");
+        assert_eq!(watch.seen(10_000_000, floor), None, "still low: said once");
+        assert_eq!(
+            watch.seen(300_000_000, floor).as_deref(),
+            Some("disk: 300 MB free again")
+        );
+        assert_eq!(watch.seen(300_000_000, floor), None);
+    }
 }
