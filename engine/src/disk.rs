@@ -20,6 +20,12 @@ pub fn free_bytes(file: &Path) -> io::Result<u64> {
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
+/// Bytes free on the disk that holds `log`, or `None` when the log is not a file (or the file
+/// system cannot tell).
+pub fn free_for(log: &till_log::Log) -> Option<u64> {
+    free_bytes(log.path()?).ok()
+}
+
 /// `bytes` for a merchant: in MB (10^6 bytes), with one decimal below 10 MB.
 pub fn megabytes(bytes: u64) -> String {
     let mb = bytes as f64 / 1e6;

@@ -431,7 +431,7 @@ impl Node {
     /// Bytes free on the disk that holds the log, or `None` when the log is not a file (or the
     /// file system cannot tell).
     pub fn disk_free(&self) -> Option<u64> {
-        crate::disk::free_bytes(self.store.log().path()?).ok()
+        crate::disk::free_for(self.store.log())
     }
 
     /// Refuses a new sale when the disk has less free space than the node keeps.

@@ -308,7 +308,7 @@ impl Till {
     /// Bytes free on the disk that holds this device's log, or `None` when the log is not a
     /// file (or the file system cannot tell).
     pub fn disk_free(&self) -> Option<u64> {
-        crate::disk::free_bytes(self.log.path()?).ok()
+        crate::disk::free_for(&self.log)
     }
 
     /// The backup's state: the replicator's on a master; `Fenced` on a fenced device; `Stopped`

@@ -102,6 +102,45 @@ async fn verify(client: &VssClient, n: u64, acked: u64) -> i64 {
     counter
 }
 
+/// Starts one writer per entry of `next`, each at its next put: how far each got acknowledged,
+/// and the tasks, which end when the server stops answering.
+fn start_writers(
+    client: &VssClient,
+    next: &[i64],
+) -> (Vec<Arc<AtomicU64>>, Vec<tokio::task::JoinHandle<()>>) {
+    let acked: Vec<_> = next
+        .iter()
+        .map(|&v| Arc::new(AtomicU64::new(v as u64)))
+        .collect();
+    let tasks = next
+        .iter()
+        .zip(&acked)
+        .enumerate()
+        .map(|(n, (&from, acked))| {
+            tokio::spawn(writer(client.clone(), n as u64, from, acked.clone()))
+        })
+        .collect();
+    (acked, tasks)
+}
+
+/// [`verify`]s every writer of a round that started at `next`, moving `next` on to each
+/// counter: the puts acknowledged in the round, and those in flight that were kept.
+async fn verify_writers(
+    client: &VssClient,
+    next: &mut [i64],
+    acked: &[Arc<AtomicU64>],
+) -> (u64, u64) {
+    let (mut acknowledged, mut kept) = (0, 0);
+    for (n, acked_n) in acked.iter().enumerate() {
+        let acked_n = acked_n.load(Ordering::SeqCst);
+        acknowledged += acked_n - next[n] as u64;
+        let counter = verify(client, n as u64, acked_n).await;
+        kept += counter as u64 - acked_n;
+        next[n] = counter;
+    }
+    (acknowledged, kept)
+}
+
 async fn crash_loop(store: StoreArg) {
     let bin = server_binary();
     let token = add_user(&bin, &store, "crash");
@@ -110,20 +149,7 @@ async fn crash_loop(store: StoreArg) {
     let mut total_acked = 0;
     for round in 0..ROUNDS {
         let c = client(&server.vss_url(), &token);
-        let acked: Vec<_> = next
-            .iter()
-            .map(|&v| Arc::new(AtomicU64::new(v as u64)))
-            .collect();
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|n| {
-                tokio::spawn(writer(
-                    c.clone(),
-                    n,
-                    next[n as usize],
-                    acked[n as usize].clone(),
-                ))
-            })
-            .collect();
+        let (acked, tasks) = start_writers(&c, &next);
         let delay = 150 + rand::random::<u64>() % 400;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill();
@@ -132,11 +158,7 @@ async fn crash_loop(store: StoreArg) {
         }
         server.restart();
         let c = client(&server.vss_url(), &token);
-        for n in 0..WRITERS {
-            let acked_n = acked[n as usize].load(Ordering::SeqCst);
-            total_acked += acked_n - next[n as usize] as u64;
-            next[n as usize] = verify(&c, n, acked_n).await;
-        }
+        total_acked += verify_writers(&c, &mut next, &acked).await.0;
         eprintln!("round {round}: killed after {delay} ms; counters {next:?}");
     }
     assert!(
@@ -220,13 +242,9 @@ async fn a_power_cut_during_puts_loses_no_acknowledged_put_redb() {
         let (url, stop, task) = serve_on(disk.clone()).await;
         let c = client(&url, &token);
         // The server answers, on what the last cut left, with every put it acknowledged.
-        for (n, acked_n) in acked.iter().enumerate() {
-            let acked_n = acked_n.load(Ordering::SeqCst);
-            total_acked += acked_n - next[n] as u64;
-            let counter = verify(&c, n as u64, acked_n).await;
-            unacked_kept += (counter as u64 - acked_n) as usize;
-            next[n] = counter;
-        }
+        let (acknowledged, kept) = verify_writers(&c, &mut next, &acked).await;
+        total_acked += acknowledged;
+        unacked_kept += kept;
         if round == cuts {
             let _ = stop.send(());
             task.await.unwrap();
@@ -236,20 +254,8 @@ async fn a_power_cut_during_puts_loses_no_acknowledged_put_redb() {
         // commits, often inside one.
         let calls = StdRng::seed_from_u64(seed).gen_range(1..3000);
         disk.cut_after(calls);
-        acked = next
-            .iter()
-            .map(|&v| Arc::new(AtomicU64::new(v as u64)))
-            .collect();
-        let tasks: Vec<_> = (0..WRITERS)
-            .map(|n| {
-                tokio::spawn(writer(
-                    c.clone(),
-                    n,
-                    next[n as usize],
-                    acked[n as usize].clone(),
-                ))
-            })
-            .collect();
+        let tasks;
+        (acked, tasks) = start_writers(&c, &next);
         for t in tasks {
             t.await.unwrap();
         }
