@@ -13,6 +13,7 @@ pub mod readme;
 pub mod replication;
 pub mod server;
 pub mod shop;
+pub mod small_disk;
 pub mod tls_front;
 pub mod vss_conformance;
 

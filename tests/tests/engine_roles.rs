@@ -32,6 +32,7 @@ use till_tests::ldk::{
     wait_until,
 };
 use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_tests::small_disk::SmallDisk;
 use till_vss::{ClientConfig, RetryPolicy};
 
 const CUSTOMER_FUNDING: Amount = Amount::from_sat(1_000_000);
@@ -856,11 +857,12 @@ impl ChildMaster {
         listen: &SocketAddress,
         takeover: bool,
     ) -> Result<ChildMaster, String> {
-        Self::try_start_on(env, keys, dir, listen, takeover, false)
+        Self::try_start_on(env, keys, dir, listen, takeover, false, None)
     }
 
     /// [`ChildMaster::try_start`]; with `power_cut`, the process keeps its log on a disk whose
-    /// power [`ChildMaster::cut_power`] cuts.
+    /// power [`ChildMaster::cut_power`] cuts; `min_free_disk` sets the free space below which its
+    /// node refuses new sales (64 MiB when `None`).
     fn try_start_on(
         env: &Env,
         keys: &Keys,
@@ -868,6 +870,7 @@ impl ChildMaster {
         listen: &SocketAddress,
         takeover: bool,
         power_cut: bool,
+        min_free_disk: Option<u64>,
     ) -> Result<ChildMaster, String> {
         let trigger = power_cut.then(|| dir.join("cut-the-power"));
         let mut command = Command::new(master_binary());
@@ -892,6 +895,9 @@ impl ChildMaster {
             .stderr(Stdio::inherit());
         if takeover {
             command.env("TILL_ROLES_TAKEOVER", "1");
+        }
+        if let Some(floor) = min_free_disk {
+            command.env("TILL_ROLES_MIN_FREE_DISK", floor.to_string());
         }
         let mut child = command.spawn().expect("spawning the master process");
         let stdin = child.stdin.take().unwrap();
@@ -1405,7 +1411,7 @@ impl Chaos<'_> {
         };
         let dir = self.devices[index].path().to_owned();
         let start = |dir: &Path| {
-            ChildMaster::try_start_on(self.env, self.keys, dir, &listen, true, power_cut)
+            ChildMaster::try_start_on(self.env, self.keys, dir, &listen, true, power_cut, None)
         };
         let mut m = match start(&dir) {
             Ok(m) => {
@@ -1569,7 +1575,7 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
     } = shop_handed_off(&env);
     let dir = tempfile::tempdir().unwrap();
     let listen = free_address();
-    let mut b = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, true)
+    let mut b = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, true, None)
         .unwrap_or_else(|e| panic!("B does not start: {e}"));
     reconnect_child(&customer, node_id, &listen);
     let invoice = b.invoice(SALE_SATS);
@@ -1603,7 +1609,7 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
         saw.note(&line);
     }
     let listen = free_address();
-    let mut c = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, false)
+    let mut c = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, false, None)
         .unwrap_or_else(|e| panic!("B does not start again after its disk filled: {e}"));
     reconnect_child(&customer, node_id, &listen);
     let second = sent && payment_outcome(&customer, "the second sale's outcome");
@@ -1623,5 +1629,130 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
     );
     assert_channel_open(&customer, &channel);
     eprintln!("the till said: {reason}; the second sale succeeded: {second}");
+    let _ = c.kill();
+}
+
+/// The same on a real disk: the master's data lives on a 96 MiB tmpfs ([`SmallDisk`]) with a
+/// 24 MB floor for new sales. Another file fills the disk to 8 MB free: a new sale is refused
+/// with the free space and the floor named, while the invoices given out before are still paid
+/// and received (the room is kept for them). Then the disk fills up completely while the
+/// customer pays: the kernel's own "No space left on device" either stops the node, saying so,
+/// or the payment still fits; either way nothing is lost. Restarted with space freed, the till
+/// holds every payment either side saw complete, the channel is open, and it sells again.
+#[test]
+fn a_real_disk_filling_up_refuses_sales_first_and_loses_nothing() {
+    const FLOOR: u64 = 24_000_000;
+    let Some(disk) = SmallDisk::mount(96 * 1024 * 1024) else {
+        return;
+    };
+    let env = env();
+    let HandedOff {
+        keys,
+        customer,
+        channel,
+        node_id,
+        start_sats,
+    } = shop_handed_off(&env);
+    let listen = free_address();
+    let mut b =
+        ChildMaster::try_start_on(&env, &keys, disk.path(), &listen, false, false, Some(FLOOR))
+            .unwrap_or_else(|e| panic!("B does not start on the small disk: {e}"));
+    reconnect_child(&customer, node_id, &listen);
+    let invoice = b.invoice(SALE_SATS);
+    customer.bolt11_payment().send(&invoice, None).unwrap();
+    assert!(payment_outcome(&customer, "the first sale"));
+    b.expect("received");
+
+    // Two invoices go out; then the disk has less free than the floor.
+    let in_flight = b.invoice(SALE_SATS);
+    let last = b.invoice(SALE_SATS);
+    disk.fill_to(8_000_000);
+    let free = disk.free();
+    assert!(free < FLOOR, "the filler left {free} bytes");
+    b.send(&format!("invoice {}", SALE_SATS * 1000));
+    let refused = b.expect_any(&["not-invoiced ", "invoice "]);
+    assert!(
+        refused.starts_with("not-invoiced ")
+            && refused.contains("new sales are refused")
+            && refused.contains("less than the 24 MB"),
+        "a sale on a nearly full disk: {refused}"
+    );
+    customer.bolt11_payment().send(&in_flight, None).unwrap();
+    assert!(
+        payment_outcome(&customer, "a sale given out before the disk filled"),
+        "an invoice given out before the floor was reached was not paid"
+    );
+    b.expect("received");
+
+    // The disk fills up completely while the customer pays the last invoice.
+    disk.fill_to(0);
+    let sent = customer.bolt11_payment().send(&last, None).is_ok();
+    // Until the customer sees the payment end, or the till stops its node.
+    let mut outcome = None;
+    let deadline = Instant::now() + WAIT;
+    while sent && outcome.is_none() {
+        if let Some(event) = customer.next_event() {
+            assert!(
+                !matches!(event, Event::ChannelClosed { .. }),
+                "the customer's channel closed: {event:?}"
+            );
+            outcome = match event {
+                Event::PaymentSuccessful { .. } => Some(true),
+                Event::PaymentFailed { .. } => Some(false),
+                _ => None,
+            };
+            customer.event_handled().unwrap();
+            continue;
+        }
+        b.send("role");
+        if b.expect("role ").starts_with("Failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last sale neither ended nor stopped the till in {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.send("role");
+    let role = b.expect("role ");
+    let stopped = role.starts_with("Failed");
+    if stopped {
+        assert!(
+            role.contains("this device's log could not be")
+                && role.contains("No space left on device"),
+            "{role}"
+        );
+    }
+    // What B printed last; a closed channel fails the test.
+    for line in b.kill() {
+        MerchantSaw::default().note(&line);
+    }
+
+    disk.free_filler();
+    let listen = free_address();
+    let mut c =
+        ChildMaster::try_start_on(&env, &keys, disk.path(), &listen, false, false, Some(FLOOR))
+            .unwrap_or_else(|e| panic!("B does not start again after its disk filled: {e}"));
+    reconnect_child(&customer, node_id, &listen);
+    // A payment the customer did not see end before the restart ends now.
+    let last_paid = match outcome {
+        Some(paid) => paid,
+        None => sent && payment_outcome(&customer, "the last sale's outcome after the restart"),
+    };
+    let expected = start_sats + SALE_SATS * (2 + u64::from(last_paid));
+    wait_until("the balance to match what the customer paid", || {
+        c.send("balance");
+        c.expect("balance ").parse::<u64>().unwrap() == expected
+    });
+    let invoice = c.invoice(SALE_SATS);
+    customer.bolt11_payment().send(&invoice, None).unwrap();
+    assert!(payment_outcome(&customer, "a sale after the restart"));
+    c.expect("received");
+    assert_channel_open(&customer, &channel);
+    eprintln!(
+        "a real full disk: the refusal said {refused:?}; the node {} ({role}); the last sale was paid: {last_paid}",
+        if stopped { "stopped" } else { "kept running" },
+    );
     let _ = c.kill();
 }

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use till_log::{Hash, Key, Log, LogOptions, Op, Write};
 use till_tests::power_cut::Disk;
+use till_tests::small_disk::SmallDisk;
 
 const ROUNDS: u32 = 60;
 
@@ -204,5 +205,80 @@ fn a_power_cut_anywhere_loses_no_durable_append() {
     assert!(
         durable_checked > 0,
         "no append was ever acknowledged durable"
+    );
+}
+
+/// A real disk fills up under the log: a 16 MiB tmpfs ([`SmallDisk`]), filled by another file
+/// until 256 KiB are left. Appends go on until one fails; it fails with the kernel's
+/// "No space left on device", every append acknowledged before it is still there once space is
+/// freed and the log reopened (the chain verifies, the state is the fold of the events), and the
+/// log takes appends again.
+#[test]
+fn a_real_full_disk_fails_appends_with_its_reason_and_loses_none() {
+    let Some(disk) = SmallDisk::mount(16 * 1024 * 1024) else {
+        return;
+    };
+    let path = disk.path().join("till.redb");
+    let log = Log::open(&path).unwrap();
+    let value = |i: u64| vec![(i % 251) as u8; 3000];
+    let key = |i: u64| Key::new("disk", "", format!("k{}", i % 40));
+    for i in 0..50 {
+        log.append(vec![Write::put(key(i), value(i))]).unwrap();
+    }
+    // A little room is left: some appends still fit, then the kernel refuses.
+    disk.fill_to(256 * 1024);
+    let mut acknowledged = log.head().unwrap().seq;
+    let mut failure = None;
+    for i in 50..100_000 {
+        let write = vec![Write::put(key(i), value(i))];
+        let outcome = if i % 3 == 0 {
+            log.append_unsynced(write).and_then(|_| log.sync())
+        } else {
+            log.append(write).map(|o| o.head_seq)
+        };
+        match outcome {
+            Ok(seq) => acknowledged = seq,
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a full disk never failed an append");
+    assert!(
+        failure.contains("No space left on device"),
+        "the append failed without saying the disk is full: {failure}"
+    );
+    drop(log);
+
+    disk.free_filler();
+    let log = Log::open(&path).unwrap_or_else(|e| panic!("the log does not open again: {e}"));
+    let report = log.verify().unwrap();
+    assert!(
+        report.head.seq >= acknowledged,
+        "seq {acknowledged} was acknowledged, the log ends at {}",
+        report.head.seq
+    );
+    assert_eq!(
+        log.replay(report.head.seq).unwrap(),
+        log.state().unwrap(),
+        "state differs from the fold of the events"
+    );
+    for e in log.events(1, acknowledged, usize::MAX).unwrap() {
+        assert_eq!(e.key, key(e.seq - 1), "seq {} holds another key", e.seq);
+        assert_eq!(
+            e.op,
+            Op::Put(value(e.seq - 1)),
+            "seq {} holds another value",
+            e.seq
+        );
+    }
+    let next = log.append(vec![Write::put(key(0), b"again".to_vec())]);
+    assert!(
+        next.is_ok(),
+        "the log takes no append after space is freed: {next:?}"
+    );
+    eprintln!(
+        "a full 16 MiB disk: {acknowledged} appends acknowledged, all kept; the next failed with: {failure}"
     );
 }

@@ -12,12 +12,12 @@
 
 use prost::Message;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use till_tests::server::{StoreArg, TillServer, add_user, server_binary};
+use till_tests::small_disk::SmallDisk;
 use till_vss::proto::{ErrorCode, ErrorResponse, GetObjectRequest, GetObjectResponse};
 use till_vss::{KeyValue, PutObjectRequest};
 
@@ -119,79 +119,6 @@ async fn health(http: &reqwest::Client, server: &TillServer) -> u16 {
 // A full disk.
 // ---------------------------------------------------------------------------------------------
 
-/// A tmpfs of the test's own, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it). Without one the test cannot run:
-    /// it says so, and fails in CI.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "the full-disk test needs to mount a tmpfs (it runs as root in CI): {why}"
-                );
-                eprintln!(
-                    "\n*** SKIPPED: the full-disk test could not mount a tmpfs ({why}); run it as root ***\n"
-                );
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let status = Command::new("umount").arg(self.dir.path()).status();
-        if !status.is_ok_and(|s| s.success()) {
-            // Something still holds it open: detach it now, it goes when released.
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
-/// Free bytes on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn value_of(i: usize, len: usize) -> Vec<u8> {
     // Incompressible and different for every object, yet reproducible for the check.
     let mut out = Vec::with_capacity(len);
@@ -214,7 +141,7 @@ fn names_full_disk(message: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_clearly_keeps_every_acknowledged_upload_and_recovers() {
-    let Some(fs) = Tmpfs::mount("8m") else {
+    let Some(fs) = SmallDisk::mount(8 * 1024 * 1024) else {
         return;
     };
     let data = fs.path().join("data");
@@ -229,7 +156,7 @@ async fn a_full_disk_refuses_clearly_keeps_every_acknowledged_upload_and_recover
     let http = reqwest::Client::new();
     // Space that can be given back later without touching the server's files.
     std::fs::write(&filler, vec![0x55u8; 2 * 1024 * 1024]).unwrap();
-    eprintln!("free before filling: {} bytes", free_bytes(fs.path()));
+    eprintln!("free before filling: {} bytes", fs.free());
 
     const VALUE: usize = 32 * 1024;
     const STORE: &str = "disk";
@@ -274,7 +201,7 @@ async fn a_full_disk_refuses_clearly_keeps_every_acknowledged_upload_and_recover
         "{} uploads accepted, then {} refused; free now: {} bytes; first refusal: {:?}",
         acked.len(),
         refusals.len(),
-        free_bytes(fs.path()),
+        fs.free(),
         refusals[0]
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use till_engine::bitcoin::Network;
+use till_engine::disk::DEFAULT_MIN_FREE_DISK;
 use zeroize::Zeroizing;
 
 /// The log file's name inside the data dir.
@@ -50,6 +51,9 @@ pub struct Config {
     pub listen: Option<String>,
     /// The node's public alias.
     pub alias: Option<String>,
+    /// Free space (bytes) the node keeps on its disk for the payments in flight: new sales are
+    /// refused below it; 0 turns the check off.
+    pub min_free_disk: u64,
     /// Mirror the log file's lines on stderr.
     pub verbose: bool,
 }
@@ -70,6 +74,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// In MB (10^6 bytes); see [`Config::min_free_disk`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_disk_mb: Option<u64>,
 }
 
 /// Flags that override the file and the environment.
@@ -96,8 +103,8 @@ pub fn parse_network(text: &str) -> anyhow::Result<Network> {
 
 impl Config {
     /// Resolves the configuration: the data dir from the flag, else `TILL_DATA_DIR`, else
-    /// `~/.till`; then `till.toml` in it, overridden by `TILL_SERVER_URL`, `TILL_NETWORK` and
-    /// `TILL_ESPLORA_URL`, overridden by the flags.
+    /// `~/.till`; then `till.toml` in it, overridden by `TILL_SERVER_URL`, `TILL_NETWORK`,
+    /// `TILL_ESPLORA_URL` and `TILL_MIN_FREE_DISK_MB`, overridden by the flags.
     ///
     /// A network value that is not one is a usage error (exit 2); anything else a failure.
     pub fn load(flags: Overrides) -> Result<Self, crate::Failure> {
@@ -133,6 +140,15 @@ impl Config {
             .or_else(|| env("TILL_ESPLORA_URL"))
             .or(file.esplora_url)
             .unwrap_or_else(|| default_esplora(network).to_owned());
+        let min_free_disk = match env("TILL_MIN_FREE_DISK_MB") {
+            Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                crate::Failure::Usage(format!(
+                    "TILL_MIN_FREE_DISK_MB={text:?} is not a whole number of megabytes"
+                ))
+            })?),
+            None => file.min_free_disk_mb,
+        }
+        .map_or(DEFAULT_MIN_FREE_DISK, |mb| mb.saturating_mul(1_000_000));
         Ok(Self {
             data_dir,
             server_url,
@@ -142,6 +158,7 @@ impl Config {
             esplora_url,
             listen: file.listen,
             alias: file.alias,
+            min_free_disk,
             verbose: flags.verbose,
         })
     }

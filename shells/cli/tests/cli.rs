@@ -278,6 +278,44 @@ fn config_file_then_environment_then_flags() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["server_url"], "http://from-flag");
+    // The disk floor: 64 MiB unless set, then the file, then the environment; shown by status.
+    assert_eq!(v["min_free_disk_bytes"], 64 * 1024 * 1024);
+    assert!(v["disk_free_bytes"].as_u64().unwrap() > 0, "{v}");
+    std::fs::write(dir.path().join("till.toml"), "min_free_disk_mb = 5\n").unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&till(dir.path(), &["--json", "status"]))).unwrap();
+    assert_eq!(v["min_free_disk_bytes"], 5_000_000);
+    let text = stdout(&till(dir.path(), &["status"]));
+    assert!(
+        text.contains(" free (new sales are refused below 5.0 MB)"),
+        "{text}"
+    );
+    let with_env = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_till"))
+            .args(["--json", "status"])
+            .env("TILL_DATA_DIR", dir.path())
+            .env("TILL_MIN_FREE_DISK_MB", value)
+            .output()
+            .unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&stdout(&with_env("0"))).unwrap();
+    assert_eq!(v["min_free_disk_bytes"], 0, "0 turns the floor off");
+    let o = with_env("lots");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("TILL_MIN_FREE_DISK_MB=\"lots\" is not a whole number of megabytes"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(dir.path().join("till.toml"), "min_free_disk_mb = -1\n").unwrap();
+    let o = till(dir.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a valid till config"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(dir.path().join("till.toml")).unwrap();
     // A network that is not one is a usage error.
     let o = till(dir.path(), &["--network", "moonnet", "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -9,7 +9,8 @@
 //! and `ready`. With `TILL_ROLES_POWER_CUT` (a path), the log lives on a [`Disk`] in memory
 //! whose power is cut when that file appears: what the cut left goes to the log file, and the
 //! process prints `power-cut` and waits to be killed. Then reads commands from stdin:
-//! - `invoice MSAT` prints `invoice BOLT11`;
+//! - `invoice MSAT` prints `invoice BOLT11`, or `not-invoiced REASON` when the disk is too full
+//!   for new sales (`TILL_ROLES_MIN_FREE_DISK`, bytes, sets the floor; 64 MiB by default);
 //! - `pay BOLT11` starts paying and prints `paying PAYMENT_ID` (the outcome comes as an event),
 //!   or `not-paying REASON` when it cannot start;
 //! - `handoff` hands the till off and prints `handed-off`;
@@ -98,6 +99,11 @@ fn main() {
     );
     node.listen = vec![listen];
     node.background_sync = false;
+    if let Ok(floor) = std::env::var("TILL_ROLES_MIN_FREE_DISK") {
+        node.min_free_disk = floor
+            .parse()
+            .unwrap_or_else(|_| fail("TILL_ROLES_MIN_FREE_DISK is not a number of bytes"));
+    }
     let mut backup = BackupConfig::new(var("TILL_ROLES_VSS"), var("TILL_ROLES_TOKEN"));
     backup.client = ClientConfig {
         request_timeout: Duration::from_secs(5),
@@ -168,10 +174,11 @@ fn main() {
                     .parse()
                     .unwrap_or_else(|_| fail(&format!("not an amount: {msat}")));
                 let node = till.node().unwrap_or_else(|e| fail(&e.to_string()));
-                let invoice = node
-                    .create_invoice(msat, "sale", 600)
-                    .unwrap_or_else(|e| fail(&e.to_string()));
-                println!("invoice {}", invoice.invoice);
+                match node.create_invoice(msat, "sale", 600) {
+                    Ok(invoice) => println!("invoice {}", invoice.invoice),
+                    Err(e @ Error::DiskNearlyFull { .. }) => println!("not-invoiced {e}"),
+                    Err(e) => fail(&e.to_string()),
+                }
             }
             (Some("pay"), Some(invoice)) => {
                 let invoice =

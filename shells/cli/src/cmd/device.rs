@@ -99,6 +99,7 @@ pub fn till_config(config: &Config, pairing: &Pairing) -> Result<TillConfig, Fai
         node.listen = vec![address];
     }
     node.alias = config.alias.clone();
+    node.min_free_disk = config.min_free_disk;
     let backup = BackupConfig::new(format!("{}/vss", pairing.server_url), pairing.token.clone());
     Ok(TillConfig::new(node, backup))
 }

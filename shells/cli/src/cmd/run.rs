@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
-use till_engine::disk::{self, DEFAULT_MIN_FREE_DISK};
+use till_engine::disk;
 use till_engine::{
     BackupState, CommandExecutor, HubClient, HubConfig, HubError, Role, TakeoverConfirmed, Till,
 };
@@ -113,6 +113,7 @@ impl Daemon {
             "backup_lag_events": head.saturating_sub(durable),
             "backup": backup_text(&self.till.backup_state()),
             "disk_free_bytes": self.till.disk_free(),
+            "min_free_disk_bytes": self.config.min_free_disk,
             "uploads": replicator.as_ref().map(|r| r.uploads),
             "bytes_uploaded": replicator.as_ref().map(|r| r.bytes_uploaded),
             "hub_connected": hub.as_ref().map(|h| h.connected),
@@ -257,9 +258,10 @@ enum FollowError {
 }
 
 /// Tells the merchant, once, when the device's disk is getting full (new sales stop below
-/// [`DEFAULT_MIN_FREE_DISK`]), and when it has room again.
-#[derive(Default)]
+/// `floor`, [`Config::min_free_disk`]), and when it has room again. With no floor it says
+/// nothing.
 struct DiskWatch {
+    floor: u64,
     checked: Option<Instant>,
     low: bool,
 }
@@ -270,16 +272,25 @@ impl DiskWatch {
     /// Warned below this many times the floor, all clear above it.
     const MARGIN: u64 = 4;
 
+    fn new(floor: u64) -> Self {
+        DiskWatch {
+            floor,
+            checked: None,
+            low: false,
+        }
+    }
+
     fn check(&mut self, till: &Till) -> Option<String> {
-        if self.checked.is_some_and(|at| at.elapsed() < Self::EVERY) {
+        if self.floor == 0 || self.checked.is_some_and(|at| at.elapsed() < Self::EVERY) {
             return None;
         }
         self.checked = Some(Instant::now());
-        self.seen(till.disk_free()?, DEFAULT_MIN_FREE_DISK)
+        self.seen(till.disk_free()?)
     }
 
-    /// What to say, if anything, now that `free` bytes are free and sales stop below `floor`.
-    fn seen(&mut self, free: u64, floor: u64) -> Option<String> {
+    /// What to say, if anything, now that `free` bytes are free.
+    fn seen(&mut self, free: u64) -> Option<String> {
+        let floor = self.floor;
         let low = free < floor.saturating_mul(Self::MARGIN);
         if low == self.low {
             return None;
@@ -417,7 +428,7 @@ pub fn run(config: &Config, out: &Output, args: RunArgs) -> Result<(), Failure> 
     }
     let mut last_role = String::new();
     let mut last_backup = String::new();
-    let mut disk = DiskWatch::default();
+    let mut disk = DiskWatch::new(config.min_free_disk);
     let mut last_follow = Instant::now() - FOLLOW_EVERY;
     let mut last_error = String::new();
     // Whether a sync has succeeded since the daemon started (it says so once).
@@ -531,25 +542,22 @@ mod tests {
 
     #[test]
     fn the_disk_watch_warns_once_when_space_runs_low_and_once_when_it_is_back() {
-        let floor = 64_000_000;
-        let mut watch = DiskWatch::default();
+        let mut watch = DiskWatch::new(64_000_000);
+        assert_eq!(watch.seen(10_000_000_000), None, "plenty: nothing to say");
         assert_eq!(
-            watch.seen(10_000_000_000, floor),
-            None,
-            "plenty: nothing to say"
-        );
-        assert_eq!(
-            watch.seen(200_000_000, floor).as_deref(),
+            watch.seen(200_000_000).as_deref(),
             Some(
                 "disk: only 200 MB free on this device; new sales are refused below 64 MB (free some space)"
             )
         );
-        assert_eq!(watch.seen(100_000_000, floor), None, "said once");
-        assert_eq!(watch.seen(10_000_000, floor), None, "still low: said once");
+        assert_eq!(watch.seen(100_000_000), None, "said once");
+        assert_eq!(watch.seen(10_000_000), None, "still low: said once");
         assert_eq!(
-            watch.seen(300_000_000, floor).as_deref(),
+            watch.seen(300_000_000).as_deref(),
             Some("disk: 300 MB free again")
         );
-        assert_eq!(watch.seen(300_000_000, floor), None);
+        assert_eq!(watch.seen(300_000_000), None);
+        let mut off = DiskWatch::new(0);
+        assert_eq!(off.seen(0), None, "no floor: never a warning");
     }
 }

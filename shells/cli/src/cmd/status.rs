@@ -8,6 +8,7 @@ use crate::config::Secrets;
 use crate::control::{self, Request};
 use crate::output::{Output, time};
 use crate::{Config, Failure};
+use till_engine::disk::megabytes;
 
 pub fn run(config: &Config, out: &Output) -> Result<(), Failure> {
     let v = control::call_or(config, &Request::Status, || offline(config))?;
@@ -53,6 +54,8 @@ fn offline(config: &Config) -> Result<Value, Failure> {
         "last_at": (head.seq > 0).then(|| time(head.at_ms)),
         "durable_seq": shipped,
         "backup_lag_events": head.seq - shipped,
+        "disk_free_bytes": till_engine::disk::free_bytes(&config.log_path()).ok(),
+        "min_free_disk_bytes": config.min_free_disk,
         "server_url": config.server_url,
         "store": config.store,
         "daemon": false,
@@ -87,6 +90,16 @@ fn text(v: &Value) -> String {
     );
     if let Some(b) = v.get("backup").and_then(Value::as_str) {
         text.push_str(&format!("\nbackup {b}"));
+    }
+    if let Some(free) = v["disk_free_bytes"].as_u64() {
+        let floor = v["min_free_disk_bytes"].as_u64().unwrap_or(0);
+        text.push_str(&format!("\ndisk {} free", megabytes(free)));
+        if floor > 0 {
+            text.push_str(&format!(
+                " (new sales are refused below {})",
+                megabytes(floor)
+            ));
+        }
     }
     text
 }
