@@ -21,8 +21,9 @@
 //! Beside the ratios it prints where a sequential payment's time goes (creating the invoice, send
 //! until the customer's success, until the merchant counts it received) and a 95% bootstrap
 //! interval for the a/c sequential throughput ratio over the single payments: LDK's randomized
-//! delay before a received HTLC is processed (log-normal, median 50 ms) falls on every payment of
-//! every store, and 100 payments per store leave that ratio uncertain by about ±10%. For the
+//! delay before a received HTLC is processed (the rest of a log-normal delay of median 50 ms,
+//! drawn by the vendored ldk-node's forward timer) falls on every payment of every store, and 100
+//! payments per store leave that ratio uncertain by about ±10%. For the
 //! tills it also prints the log's commits per payment and how many of them a group-commit leader
 //! held back for more appenders.
 //! `TILL_BENCH_PAYMENTS` (sequential, in all) and `TILL_BENCH_BURST` (per burst) change the
@@ -245,15 +246,23 @@ fn drain(node: &TestNode) {
     }
 }
 
-/// Waits for the customer's `PaymentSuccessful` of `hash`, handling other events; blocking, so
-/// the latency is not rounded to a polling interval.
+/// Waits for the customer's `PaymentSuccessful` of `invoice`, handling other events; blocking,
+/// so the latency is not rounded to a polling interval.
 fn wait_success(customer: &TestNode, invoice: &Bolt11Invoice) {
-    let hash = payment_id_of(invoice).0;
-    loop {
+    wait_successes(customer, std::slice::from_ref(invoice));
+}
+
+/// Waits for the customer's `PaymentSuccessful` of every one of `invoices`, in whatever order
+/// they come (payments sent at once can complete in any order).
+fn wait_successes(customer: &TestNode, invoices: &[Bolt11Invoice]) {
+    let mut waiting: HashSet<[u8; 32]> = invoices.iter().map(|i| payment_id_of(i).0).collect();
+    while !waiting.is_empty() {
         let event = customer.wait_next_event();
         customer.event_handled().unwrap();
         match event {
-            Event::PaymentSuccessful { payment_hash, .. } if payment_hash.0 == hash => return,
+            Event::PaymentSuccessful { payment_hash, .. } => {
+                waiting.remove(&payment_hash.0);
+            }
             Event::PaymentFailed { reason, .. } => panic!("a payment failed: {reason:?}"),
             _ => {}
         }
@@ -494,9 +503,7 @@ impl<'p> Pair<'p> {
         for invoice in &invoices {
             self.customer.bolt11_payment().send(invoice, None).unwrap();
         }
-        for invoice in &invoices {
-            wait_success(&self.customer, invoice);
-        }
+        wait_successes(&self.customer, &invoices);
         let elapsed = started.elapsed();
         self.burst_elapsed += elapsed;
         self.bursts.push(elapsed.as_secs_f64());

@@ -209,3 +209,22 @@ fn a_reorg_unconfirms_transactions_for_both_nodes() {
         matches!(event, Event::ChannelReady { .. }).then_some(())
     });
 }
+
+/// The vendored ldk-node's forward timer (`vendor/ldk-node/src/forward_timer.rs`) draws its
+/// delays from the background processor's law, so pending HTLCs are still processed at random
+/// intervals of the same spread: median 50 ms, a log-normal spread of 0.5 (a quarter of the
+/// delays below about 36 ms, a quarter above about 70 ms), none beyond 201 ms.
+#[test]
+fn the_forward_timer_keeps_the_background_processors_random_delays() {
+    let mut ms: Vec<f64> = (0..20_000)
+        .map(|_| ldk_node::forward_timer::next_delay().as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[(q * ms.len() as f64) as usize];
+    let (q1, median, q3) = (at(0.25), at(0.5), at(0.75));
+    assert!((47.0..53.5).contains(&median), "median {median} ms");
+    assert!((33.0..39.0).contains(&q1), "first quartile {q1} ms");
+    assert!((66.0..74.0).contains(&q3), "third quartile {q3} ms");
+    assert!(ms[ms.len() - 1] < 201.0, "longest {} ms", ms[ms.len() - 1]);
+    assert!(ms[0] > 0.0);
+}

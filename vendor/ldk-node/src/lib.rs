@@ -86,6 +86,7 @@ mod data_store;
 mod error;
 mod event;
 mod fee_estimator;
+pub mod forward_timer;
 mod ffi;
 mod gossip;
 pub mod graph;
@@ -622,6 +623,11 @@ impl Node {
 				panic!("Failed to process events");
 			});
 		});
+
+		// Till patch: pending HTLCs are processed when a free-running randomized timer runs out,
+		// not a whole delay after the background processor's last wake (`forward_timer.rs`).
+		self.runtime
+			.spawn_cancellable_background_task(forward_timer::run(Arc::clone(&self.channel_manager)));
 
 		if let Some(liquidity_source) = self.liquidity_source.as_ref() {
 			let mut stop_liquidity_handler = self.stop_sender.subscribe();
