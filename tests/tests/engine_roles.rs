@@ -981,6 +981,23 @@ impl ChildMaster {
         till_engine::parse_invoice(&self.expect("invoice")).unwrap()
     }
 
+    /// One sale of [`SALE_SATS`]: an invoice, paid by `customer`, who must see it succeed (`what`
+    /// names the sale), and received by the master.
+    fn sell(&mut self, customer: &TestNode, what: &str) {
+        let invoice = self.invoice(SALE_SATS);
+        customer.bolt11_payment().send(&invoice, None).unwrap();
+        assert!(payment_outcome(customer, what), "{what} failed");
+        self.expect("received");
+    }
+
+    /// Waits until the master's lightning balance is `sats`.
+    fn wait_balance(&mut self, sats: u64) {
+        wait_until("the balance to match what the customer paid", || {
+            self.send("balance");
+            self.expect("balance ").parse::<u64>().unwrap() == sats
+        });
+    }
+
     /// Received payments the master acknowledged so far (printed after its event loop recorded
     /// them), without waiting.
     fn acknowledged(&mut self, into: &mut Vec<String>) {
@@ -1557,6 +1574,14 @@ fn check_round(
     assert_channel_open(customer, channel);
 }
 
+/// A master's stop names its full disk: the log's own words and the kernel's.
+fn assert_names_full_disk(role: &str) {
+    assert!(
+        role.contains("this device's log could not be") && role.contains("No space left on device"),
+        "{role}"
+    );
+}
+
 /// The master's disk fills while it takes payments: every write to its log fails with "No space
 /// left on device" ([`till_tests::power_cut::Disk`]). The till stops its node and says why,
 /// holding the write that failed instead of failing it (LDK would panic on channel state it
@@ -1578,10 +1603,7 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
     let mut b = ChildMaster::try_start_on(&env, &keys, dir.path(), &listen, false, true, None)
         .unwrap_or_else(|e| panic!("B does not start: {e}"));
     reconnect_child(&customer, node_id, &listen);
-    let invoice = b.invoice(SALE_SATS);
-    customer.bolt11_payment().send(&invoice, None).unwrap();
-    assert!(payment_outcome(&customer, "the first sale"));
-    b.expect("received");
+    b.sell(&customer, "the first sale");
 
     // The disk fills; the customer pays again.
     let invoice = b.invoice(SALE_SATS);
@@ -1594,11 +1616,7 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
         reason = b.expect("role ");
         reason.starts_with("Failed")
     });
-    assert!(
-        reason.contains("this device's log could not be")
-            && reason.contains("No space left on device"),
-        "{reason}"
-    );
+    assert_names_full_disk(&reason);
     let mut saw = MerchantSaw::default();
     for line in b.drain() {
         saw.note(&line);
@@ -1614,14 +1632,8 @@ fn a_full_disk_stops_the_master_and_loses_nothing() {
     reconnect_child(&customer, node_id, &listen);
     let second = sent && payment_outcome(&customer, "the second sale's outcome");
     let expected = start_sats + SALE_SATS * (1 + u64::from(second));
-    wait_until("the balance to match what the customer paid", || {
-        c.send("balance");
-        c.expect("balance ").parse::<u64>().unwrap() == expected
-    });
-    let invoice = c.invoice(SALE_SATS);
-    customer.bolt11_payment().send(&invoice, None).unwrap();
-    assert!(payment_outcome(&customer, "a sale after the restart"));
-    c.expect("received");
+    c.wait_balance(expected);
+    c.sell(&customer, "a sale after the restart");
     c.send("balance");
     assert_eq!(
         c.expect("balance ").parse::<u64>().unwrap(),
@@ -1658,10 +1670,7 @@ fn a_real_disk_filling_up_refuses_sales_first_and_loses_nothing() {
         ChildMaster::try_start_on(&env, &keys, disk.path(), &listen, false, false, Some(FLOOR))
             .unwrap_or_else(|e| panic!("B does not start on the small disk: {e}"));
     reconnect_child(&customer, node_id, &listen);
-    let invoice = b.invoice(SALE_SATS);
-    customer.bolt11_payment().send(&invoice, None).unwrap();
-    assert!(payment_outcome(&customer, "the first sale"));
-    b.expect("received");
+    b.sell(&customer, "the first sale");
 
     // Two invoices go out; then the disk has less free than the floor.
     let in_flight = b.invoice(SALE_SATS);
@@ -1718,15 +1727,12 @@ fn a_real_disk_filling_up_refuses_sales_first_and_loses_nothing() {
     let role = b.expect("role ");
     let stopped = role.starts_with("Failed");
     if stopped {
-        assert!(
-            role.contains("this device's log could not be")
-                && role.contains("No space left on device"),
-            "{role}"
-        );
+        assert_names_full_disk(&role);
     }
     // What B printed last; a closed channel fails the test.
+    let mut saw = MerchantSaw::default();
     for line in b.kill() {
-        MerchantSaw::default().note(&line);
+        saw.note(&line);
     }
 
     disk.free_filler();
@@ -1741,14 +1747,8 @@ fn a_real_disk_filling_up_refuses_sales_first_and_loses_nothing() {
         None => sent && payment_outcome(&customer, "the last sale's outcome after the restart"),
     };
     let expected = start_sats + SALE_SATS * (2 + u64::from(last_paid));
-    wait_until("the balance to match what the customer paid", || {
-        c.send("balance");
-        c.expect("balance ").parse::<u64>().unwrap() == expected
-    });
-    let invoice = c.invoice(SALE_SATS);
-    customer.bolt11_payment().send(&invoice, None).unwrap();
-    assert!(payment_outcome(&customer, "a sale after the restart"));
-    c.expect("received");
+    c.wait_balance(expected);
+    c.sell(&customer, "a sale after the restart");
     assert_channel_open(&customer, &channel);
     eprintln!(
         "a real full disk: the refusal said {refused:?}; the node {} ({role}); the last sale was paid: {last_paid}",
