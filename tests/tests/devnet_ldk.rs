@@ -2,13 +2,27 @@
 //! force closes with sweeps, and reorgs the nodes must notice. Balances are checked to the sat
 //! against the fees the chain shows the nodes paid.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ldk_node::Event;
 use ldk_node::bitcoin::{Amount, Txid};
+use ldk_node::io::sqlite_store::SqliteStore;
+use ldk_node::lightning::io;
+use ldk_node::lightning::util::async_poll::AsyncResult;
+use ldk_node::lightning::util::persist::{
+    CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStore, KVStoreSync,
+};
+use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
 use ldk_node::payment::{ConfirmationStatus, PaymentKind};
 use till_tests::ldk::{
-    TestChain, TestNode, all_on_chain, fund_node, funded_pair, lightning_balance_sats,
-    mine_and_sync, mine_until_settled, open_channel, pay, start_node, swept, sync, wait_event,
+    TestChain, TestNode, all_on_chain, free_address, fund_node, funded_pair,
+    lightning_balance_sats, mine_and_sync, mine_until_settled, node_builder, open_channel, pay,
+    start_node, swept, sync, wait_event, wait_until,
 };
+use tokio::sync::watch;
 
 const FUNDING: Amount = Amount::from_sat(1_000_000);
 const CAPACITY_SATS: u64 = 400_000;
@@ -227,4 +241,167 @@ fn the_forward_timer_keeps_the_background_processors_random_delays() {
     assert!((66.0..74.0).contains(&q3), "third quartile {q3} ms");
     assert!(ms[ms.len() - 1] < 201.0, "longest {} ms", ms[ms.len() - 1]);
     assert!(ms[0] > 0.0);
+}
+
+/// ldk-node's SQLite store, except that while `hold` is set the channel manager's asynchronous
+/// writes (the background processor's) do not return until it is cleared.
+struct HoldsManagerWrites {
+    inner: SqliteStore,
+    hold: watch::Sender<bool>,
+    /// Manager writes waiting on the hold now.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl HoldsManagerWrites {
+    fn new(dir: &Path) -> Self {
+        Self {
+            inner: SqliteStore::new(dir.to_path_buf(), None, None).expect("a SQLite store"),
+            hold: watch::channel(false).0,
+            waiting: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn set_hold(&self, on: bool) {
+        self.hold.send_replace(on);
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+impl KVStoreSync for HoldsManagerWrites {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, io::Error> {
+        KVStoreSync::read(&self.inner, primary, secondary, key)
+    }
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        KVStoreSync::write(&self.inner, primary, secondary, key, buf)
+    }
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> Result<(), io::Error> {
+        KVStoreSync::remove(&self.inner, primary, secondary, key, lazy)
+    }
+    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, io::Error> {
+        KVStoreSync::list(&self.inner, primary, secondary)
+    }
+}
+
+impl KVStore for HoldsManagerWrites {
+    fn read(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+    ) -> AsyncResult<'static, Vec<u8>, io::Error> {
+        KVStore::read(&self.inner, primary, secondary, key)
+    }
+    fn write(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> AsyncResult<'static, (), io::Error> {
+        let write = KVStore::write(&self.inner, primary, secondary, key, buf);
+        let manager = primary == CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE
+            && secondary == CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE
+            && key == CHANNEL_MANAGER_PERSISTENCE_KEY;
+        if !manager || !*self.hold.borrow() {
+            return write;
+        }
+        let mut hold = self.hold.subscribe();
+        let waiting = Arc::clone(&self.waiting);
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let released = hold.wait_for(|on| !*on).await.map(|_| ());
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            released.map_err(|_| io::Error::new(io::ErrorKind::Other, "the hold was dropped"))?;
+            write.await
+        })
+    }
+    fn remove(
+        &self,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        lazy: bool,
+    ) -> AsyncResult<'static, (), io::Error> {
+        KVStore::remove(&self.inner, primary, secondary, key, lazy)
+    }
+    fn list(&self, primary: &str, secondary: &str) -> AsyncResult<'static, Vec<String>, io::Error> {
+        KVStore::list(&self.inner, primary, secondary)
+    }
+}
+
+/// The vendored ldk-node's forward timer hands out the events its processing made at once: a
+/// received payment is claimed, and the customer's payment succeeds, while the merchant's
+/// background processor is still waiting for its write of the manager to return. Without it the
+/// claim waited for that write (a whole store write on every received payment); here the write is
+/// held until the payment has succeeded, so the payment could not succeed at all.
+#[test]
+fn a_received_payment_is_claimed_while_the_background_processor_persists_the_manager() {
+    let chain = TestChain::start();
+    let alice = start_node(&chain, "alice");
+    let storage = tempfile::tempdir().expect("a temporary directory");
+    let listen = free_address();
+    let store = Arc::new(HoldsManagerWrites::new(storage.path()));
+    let node = node_builder(&chain, storage.path(), &listen)
+        .build_with_store(Arc::clone(&store) as _)
+        .expect("bob builds on the holding store");
+    node.start().expect("bob starts");
+    let bob = TestNode::new(node, "bob", listen, storage);
+    fund_node(&chain, &alice, FUNDING);
+    open_channel(&chain, &alice, &bob, CAPACITY_SATS, 0);
+    pay(&alice, &bob, 10_000_000);
+    assert_eq!(lightning_balance_sats(&bob), 10_000);
+
+    // A new block changes bob's manager; his background processor writes it and is held there.
+    store.set_hold(true);
+    mine_and_sync(&chain, 1, &[&alice, &bob]);
+    wait_until(
+        "bob's background processor to wait on its manager write",
+        || store.waiting() == 1,
+    );
+
+    let description = Bolt11InvoiceDescription::Direct(
+        Description::new("held".to_owned()).expect("a description"),
+    );
+    let invoice = bob
+        .bolt11_payment()
+        .receive(20_000_000, &description, 3600)
+        .expect("bob's invoice");
+    alice
+        .bolt11_payment()
+        .send(&invoice, None)
+        .expect("alice pays");
+    wait_event(&alice, "PaymentSuccessful", |event| {
+        matches!(event, Event::PaymentSuccessful { .. }).then_some(())
+    });
+    assert_eq!(
+        store.waiting(),
+        1,
+        "the payment succeeded while bob's manager write was still held"
+    );
+
+    store.set_hold(false);
+    wait_until("bob's manager write to return", || store.waiting() == 0);
+    let received = wait_event(&bob, "PaymentReceived", |event| match event {
+        Event::PaymentReceived { amount_msat, .. } => Some(*amount_msat),
+        _ => None,
+    });
+    assert_eq!(received, 20_000_000);
+    assert_eq!(lightning_balance_sats(&bob), 30_000);
+    pay(&alice, &bob, 5_000_000);
+    assert_eq!(lightning_balance_sats(&bob), 35_000);
 }

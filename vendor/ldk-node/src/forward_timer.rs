@@ -13,13 +13,28 @@
 //! other without being restarted by anything, and when one runs out with HTLCs pending it
 //! processes them. Processing still happens at random intervals of the same law; the background
 //! processor's own calls remain (LDK lets only one run at a time).
+//!
+//! It then hands out at once the events that processing made, a received payment's
+//! `PaymentClaimable` above all (on which ldk-node claims the payment), and sends the messages
+//! they queued. Left to the background processor, they would wait until it had persisted the
+//! manager the forwards changed, a whole store write: about 1.2 ms on ldk-node's VSS store and
+//! 2 ms on Till's, on loopback, between the HTLC being processed and the claim. LDK lets only one
+//! caller process events at a time; a call made while the background processor is at it returns
+//! at once and the processor hands out the new events before it returns. Events are still handed
+//! out before the manager that made them is persisted, as the background processor does (an event
+//! not yet persisted as handled is handed out again after a restart).
+//!
+//! The task stops only between two turns, when the node stops: LDK's event processing must not
+//! be dropped halfway, or it would stay marked as running.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
-use crate::types::ChannelManager;
+use crate::event::EventHandler;
+use crate::logger::Logger;
+use crate::types::{ChannelManager, PeerManager};
 
 /// The median delay, and the spread of its logarithm, of lightning-background-processor's
 /// forward batches (`fwd_batch.rs`: log-normal, meanlog ln 50 ms, sdlog 0.5, cut at 200 ms, plus
@@ -39,12 +54,22 @@ pub fn next_delay() -> Duration {
 	Duration::from_millis(ms as u64) + Duration::from_micros(rng.random_range(0..1000))
 }
 
-/// Processes pending HTLCs each time a delay runs out, until the task is aborted.
-pub(crate) async fn run(channel_manager: Arc<ChannelManager>) {
+/// Processes pending HTLCs each time a delay runs out, and then at once the events that made
+/// (a received payment's `PaymentClaimable` above all), until the node stops. It stops only
+/// between two turns: LDK's event processing must not be dropped halfway.
+pub(crate) async fn run(
+	channel_manager: Arc<ChannelManager>, event_handler: Arc<EventHandler<Arc<Logger>>>,
+	peer_manager: Arc<PeerManager>, mut stop: tokio::sync::watch::Receiver<()>,
+) {
 	loop {
-		tokio::time::sleep(next_delay()).await;
+		tokio::select! {
+			_ = stop.changed() => return,
+			_ = tokio::time::sleep(next_delay()) => {},
+		}
 		if channel_manager.needs_pending_htlc_processing() {
 			channel_manager.process_pending_htlc_forwards();
+			channel_manager.process_pending_events_async(|e| event_handler.handle_event(e)).await;
+			peer_manager.process_events();
 		}
 	}
 }

@@ -626,8 +626,12 @@ impl Node {
 
 		// Till patch: pending HTLCs are processed when a free-running randomized timer runs out,
 		// not a whole delay after the background processor's last wake (`forward_timer.rs`).
-		self.runtime
-			.spawn_cancellable_background_task(forward_timer::run(Arc::clone(&self.channel_manager)));
+		self.runtime.spawn_background_task(forward_timer::run(
+			Arc::clone(&self.channel_manager),
+			Arc::clone(&event_handler),
+			Arc::clone(&self.peer_manager),
+			self.stop_sender.subscribe(),
+		));
 
 		if let Some(liquidity_source) = self.liquidity_source.as_ref() {
 			let mut stop_liquidity_handler = self.stop_sender.subscribe();
