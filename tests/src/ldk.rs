@@ -15,7 +15,7 @@ use ldk_node::bitcoin::{Address, Amount, Network, OutPoint, Txid};
 use ldk_node::config::{Config, EsploraSyncConfig};
 use ldk_node::lightning::chain::channelmonitor::ANTI_REORG_DELAY;
 use ldk_node::lightning::ln::msgs::SocketAddress;
-use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
+use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
 use ldk_node::{Builder, Event, Node, PendingSweepBalance, UserChannelId};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -398,15 +398,24 @@ pub fn open_channel(
     (user_channel_id, funding)
 }
 
+/// A BOLT11 invoice of `to`'s for `amount_msat`, with `description`, expiring in `expiry_secs`.
+pub fn invoice(
+    to: &TestNode,
+    amount_msat: u64,
+    description: &str,
+    expiry_secs: u32,
+) -> Bolt11Invoice {
+    let description = Bolt11InvoiceDescription::Direct(
+        Description::new(description.to_owned()).expect("a valid description"),
+    );
+    to.bolt11_payment()
+        .receive(amount_msat, &description, expiry_secs)
+        .unwrap_or_else(|e| panic!("{} receive: {e:?}", to.name))
+}
+
 /// `from` pays `to` a BOLT11 invoice of `amount_msat` and both see the payment complete.
 pub fn pay(from: &TestNode, to: &TestNode, amount_msat: u64) {
-    let description = Bolt11InvoiceDescription::Direct(
-        Description::new("till test payment".to_owned()).expect("a valid description"),
-    );
-    let invoice = to
-        .bolt11_payment()
-        .receive(amount_msat, &description, 3600)
-        .unwrap_or_else(|e| panic!("{} receive: {e:?}", to.name));
+    let invoice = invoice(to, amount_msat, "till test payment", 3600);
     // A previous payment's HTLC may still be settling; only then is its amount spendable.
     wait_until(
         &format!("{} to be able to send {amount_msat} msat", from.name),

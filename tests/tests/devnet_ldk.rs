@@ -15,10 +15,9 @@ use ldk_node::lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
     CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStore, KVStoreSync,
 };
-use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
 use ldk_node::payment::{ConfirmationStatus, PaymentKind};
 use till_tests::ldk::{
-    TestChain, TestNode, all_on_chain, free_address, fund_node, funded_pair,
+    TestChain, TestNode, all_on_chain, free_address, fund_node, funded_pair, invoice,
     lightning_balance_sats, mine_and_sync, mine_until_settled, node_builder, open_channel, pay,
     start_node, swept, sync, wait_event, wait_until,
 };
@@ -374,13 +373,7 @@ fn a_received_payment_is_claimed_while_the_background_processor_persists_the_man
         || store.waiting() == 1,
     );
 
-    let description = Bolt11InvoiceDescription::Direct(
-        Description::new("held".to_owned()).expect("a description"),
-    );
-    let invoice = bob
-        .bolt11_payment()
-        .receive(20_000_000, &description, 3600)
-        .expect("bob's invoice");
+    let invoice = invoice(&bob, 20_000_000, "held", 3600);
     alice
         .bolt11_payment()
         .send(&invoice, None)

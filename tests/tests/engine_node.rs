@@ -16,7 +16,6 @@ use ldk_node::lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
     CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
 };
-use ldk_node::lightning_invoice::{Bolt11InvoiceDescription, Description};
 use till_engine::{
     BackupState, BarrierError, BarrierFuture, BarrierPassed, DurabilityBarrier, Error, Keys,
     LogStore, Node, NodeConfig, PaymentDirection, PaymentFilter, PaymentKind, PaymentStatus,
@@ -197,12 +196,7 @@ fn customer_pays(
 }
 
 fn customer_invoice(customer: &TestNode, sats: u64) -> ldk_node::lightning_invoice::Bolt11Invoice {
-    let description =
-        Bolt11InvoiceDescription::Direct(Description::new("change".to_owned()).unwrap());
-    customer
-        .bolt11_payment()
-        .receive(sats * 1000, &description, 600)
-        .expect("the customer creates an invoice")
+    till_tests::ldk::invoice(customer, sats * 1000, "change", 600)
 }
 
 /// The merchant pays the customer's invoice.

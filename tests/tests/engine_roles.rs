@@ -21,7 +21,7 @@ use ldk_node::lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MONITOR_PERSISTENCE_PRIMARY_NAMESPACE,
     CHANNEL_MONITOR_UPDATE_PERSISTENCE_PRIMARY_NAMESPACE,
 };
-use ldk_node::lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescription, Description};
+use ldk_node::lightning_invoice::Bolt11Invoice;
 use till_engine::{
     BackupConfig, BackupState, BarrierPassed, Error, Keys, Node, NodeConfig, PaymentDirection,
     PaymentKind, PaymentStatus, ReplicatorConfig, Role, TakeoverConfirmed, Till, TillConfig,
@@ -281,12 +281,7 @@ fn customer_pays(merchant: &Device, customer: &TestNode, sats: u64) -> PaymentId
 }
 
 fn customer_invoice(customer: &TestNode, sats: u64) -> Bolt11Invoice {
-    let description =
-        Bolt11InvoiceDescription::Direct(Description::new("change".to_owned()).unwrap());
-    customer
-        .bolt11_payment()
-        .receive(sats * 1000, &description, 600)
-        .expect("the customer creates an invoice")
+    till_tests::ldk::invoice(customer, sats * 1000, "change", 600)
 }
 
 /// The merchant pays an invoice of the customer's.
